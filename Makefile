@@ -1,0 +1,55 @@
+# Bascule: the two commands that matter are `make demo` and `make test`.
+# Everything else here is what they need, installed from this repository's own pins.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE := $(VENV)/lib/python3.11/site-packages
+PY_STAMP := $(VENV)/.bascule-installed
+NODE_STAMP := node_modules/.bascule-installed
+# pip's own noise about this machine's extra find-links folders is not ours to show.
+PIP_QUIET := 2> >(grep -v "^WARNING: Location" >&2)
+
+.PHONY: help setup demo down test test-fast lint bench clean
+
+help:
+	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
+	@echo "make test   install what the tests need and run the whole suite"
+	@echo "make down   stop everything the demo started"
+	@echo "make lint   ruff and mypy only;  make bench   run the benchmarks in bench/"
+
+$(PY_STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt $(PIP_QUIET)
+	# include/ holds the domain package, plugins/ the Airflow glue: both importable everywhere.
+	printf '%s\n%s\n' "$(CURDIR)/include" "$(CURDIR)/plugins" > $(SITE)/bascule.pth
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) scripts/demo.py down; else $(PYTHON) scripts/devstack.py down; fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m unit
+
+bench: setup
+	$(PY) bench/parse.py
+
+clean: down
+	rm -rf .bascule
