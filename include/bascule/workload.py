@@ -1,0 +1,398 @@
+"""Workload manifests: the schema, loading, and errors that name file and field.
+
+A manifest is one YAML file under ``include/workloads/`` describing one unit of
+migration. Validation is strict (unknown fields are refused) because a typo in a
+manifest for national health data must stop the workload, not be ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pendulum
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bascule.exceptions import ManifestError
+
+# Scaleway Object Storage / Managed Database regions. Health data (HDS) may only
+# live in fr-par; the allow-list check itself is a preflight policy rule.
+ScalewayRegion = Literal["fr-par", "nl-ams", "pl-waw"]
+DEFAULT_ALLOWED_REGIONS: tuple[ScalewayRegion, ...] = ("fr-par",)
+
+WORKLOAD_ID_PATTERN = r"^[a-z][a-z0-9_]{1,62}$"
+# Airflow connection ids: letters, digits, dash, dot, underscore.
+CONN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,249}$"
+# Azure container names: 3-63 chars, lowercase letters, digits, single dashes.
+AZURE_CONTAINER_PATTERN = r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+# S3 bucket names as Scaleway accepts them (DNS-compatible).
+S3_BUCKET_PATTERN = r"^(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+PG_IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+GX_SUITE_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
+PYTHON_CALLABLE_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+WorkloadId = Annotated[str, StringConstraints(pattern=WORKLOAD_ID_PATTERN)]
+ConnId = Annotated[str, StringConstraints(pattern=CONN_ID_PATTERN)]
+PgIdentifier = Annotated[str, StringConstraints(pattern=PG_IDENTIFIER_PATTERN)]
+NonEmptyText = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
+
+
+def _check_prefix(value: str) -> str:
+    if value.startswith("/"):
+        raise ValueError("a prefix is relative: remove the leading '/'")
+    if value and not value.endswith("/"):
+        raise ValueError("a non-empty prefix must end with '/' so it names a folder, not a name stem")
+    return value
+
+
+class BlobSource(_Strict):
+    conn_id: ConnId
+    container: Annotated[str, StringConstraints(pattern=AZURE_CONTAINER_PATTERN)]
+    prefix: str = ""
+
+    _prefix = field_validator("prefix")(_check_prefix)
+
+
+class S3Target(_Strict):
+    conn_id: ConnId
+    bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
+    prefix: str = ""
+    region: ScalewayRegion
+    create_if_missing: bool = False
+
+    _prefix = field_validator("prefix")(_check_prefix)
+
+
+class PostgresSource(_Strict):
+    conn_id: ConnId
+    database: PgIdentifier
+    schemas: list[PgIdentifier] = Field(default_factory=lambda: ["public"], min_length=1)
+    tables: list[str] = Field(default_factory=list)
+
+    @field_validator("tables")
+    @classmethod
+    def _qualified_tables(cls, tables: list[str]) -> list[str]:
+        for table in tables:
+            if not re.fullmatch(r"[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*", table):
+                raise ValueError(f"table '{table}' must be schema-qualified, e.g. public.patients")
+        return tables
+
+
+class PostgresTarget(_Strict):
+    conn_id: ConnId
+    database: PgIdentifier
+    region: ScalewayRegion
+    create_if_missing: bool = False
+
+
+class Validation(_Strict):
+    suites: list[Annotated[str, StringConstraints(pattern=GX_SUITE_PATTERN)]] = Field(default_factory=list)
+
+
+class ShadowJob(_Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    callable: Annotated[str, StringConstraints(pattern=PYTHON_CALLABLE_PATTERN)] | None = None
+    query: Annotated[str, StringConstraints(pattern=r"^[\w./-]+\.sql$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ShadowJob:
+        if (self.callable is None) == (self.query is None):
+            raise ValueError("a shadow job needs exactly one of 'callable' or 'query'")
+        return self
+
+
+class ShadowRun(_Strict):
+    jobs: list[ShadowJob] = Field(default_factory=list)
+
+
+class Approvals(_Strict):
+    approvers: list[Annotated[str, StringConstraints(pattern=r"^[\w.@-]{1,100}$")]] = Field(min_length=1)
+    required: int = Field(default=1, ge=1)
+
+    @field_validator("approvers")
+    @classmethod
+    def _listed_once(cls, approvers: list[str]) -> list[str]:
+        if len(set(approvers)) != len(approvers):
+            raise ValueError("approvers must be listed once each")
+        return approvers
+
+    @field_validator("required")
+    @classmethod
+    def _quorum_reachable(cls, required: int, info: ValidationInfo) -> int:
+        approvers = info.data.get("approvers")
+        if approvers is not None and required > len(approvers):
+            raise ValueError(f"required={required} approvals can never be reached with {len(approvers)} approver(s)")
+        return required
+
+
+class MaintenanceWindow(_Strict):
+    timezone: str
+    days: list[Literal[WEEKDAYS]] = Field(min_length=1)  # type: ignore[valid-type]
+    start: time
+    end: time
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            pendulum.timezone(value)
+        except Exception as exc:  # pendulum raises its own InvalidTimezone
+            raise ValueError(f"unknown IANA timezone '{value}' (e.g. Europe/Paris)") from exc
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hh_mm(cls, value: Any) -> Any:
+        # YAML 1.1 reads some unquoted times (2:00, 23:00) as sexagesimal integers.
+        if isinstance(value, int):
+            raise ValueError('write times quoted as "HH:MM", e.g. "02:00"')
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MaintenanceWindow:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty")
+        return self
+
+
+class Cutover(_Strict):
+    routing: Literal["routing_registry"] = "routing_registry"
+    window: MaintenanceWindow
+
+
+def _default_regions() -> list[ScalewayRegion]:
+    return list(DEFAULT_ALLOWED_REGIONS)
+
+
+class Policy(_Strict):
+    allowed_regions: list[ScalewayRegion] = Field(default_factory=_default_regions, min_length=1)
+    justification: str | None = None
+
+    @model_validator(mode="after")
+    def _justify_widening(self) -> Policy:
+        widened = set(self.allowed_regions) - set(DEFAULT_ALLOWED_REGIONS)
+        if widened and not (self.justification and self.justification.strip()):
+            raise ValueError(
+                f"allowing region(s) {sorted(widened)} beyond the HDS default "
+                f"{list(DEFAULT_ALLOWED_REGIONS)} needs a 'justification'"
+            )
+        return self
+
+
+class _WorkloadBase(_Strict):
+    id: WorkloadId
+    description: NonEmptyText
+    owner: NonEmptyText
+    validation: Validation = Field(default_factory=Validation)
+    shadow_run: ShadowRun = Field(default_factory=ShadowRun)
+    approvals: Approvals
+    cutover: Cutover
+    policy: Policy = Field(default_factory=Policy)
+
+
+class ObjectStoreWorkload(_WorkloadBase):
+    kind: Literal["object_store"]
+    source: BlobSource
+    target: S3Target
+
+
+class PostgresWorkload(_WorkloadBase):
+    kind: Literal["postgres"]
+    source: PostgresSource
+    target: PostgresTarget
+
+
+Workload = Annotated[ObjectStoreWorkload | PostgresWorkload, Field(discriminator="kind")]
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(regex_engine="python-re")
+    workload: Workload
+
+
+@dataclass(frozen=True)
+class LoadedManifest:
+    """A manifest file and what came of it: a workload, or the reason it was refused."""
+
+    path: Path
+    workload: ObjectStoreWorkload | PostgresWorkload | None
+    error: ManifestError | None
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    # Drop the wrapper key and pydantic's union tag so the path reads like the YAML.
+    parts = [str(p) for p in loc[1:] if p not in ("object_store", "postgres")]
+    dotted = ""
+    for part in parts:
+        dotted += f"[{part}]" if part.isdigit() else (f".{part}" if dotted else part)
+    return dotted or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = _format_location(tuple(error["loc"]))
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return f"field '{field}': required field is missing"
+    if kind == "extra_forbidden":
+        return f"field '{field}': unknown field (check its spelling in docs/workloads.md)"
+    if kind == "union_tag_invalid":
+        return f"field 'kind': expected 'object_store' or 'postgres', got {error['input'].get('kind')!r}"
+    if kind == "union_tag_not_found":
+        return "field 'kind': required field is missing (expected 'object_store' or 'postgres')"
+    if kind == "string_pattern_mismatch":
+        expected = _PATTERN_HINTS.get(error["ctx"]["pattern"], f"a value matching {error['ctx']['pattern']}")
+        return f"field '{field}': expected {expected}, got {error['input']!r}"
+    if kind == "literal_error":
+        return f"field '{field}': expected {error['ctx']['expected']}, got {error['input']!r}"
+    return f"field '{field}': {message} (got {error['input']!r})"
+
+
+_PATTERN_HINTS = {
+    WORKLOAD_ID_PATTERN: "a workload id of lowercase letters, digits and '_' (2-63 chars, starting with a letter)",
+    CONN_ID_PATTERN: "an Airflow connection id (letters, digits, '_', '-', '.')",
+    AZURE_CONTAINER_PATTERN: "an Azure container name (3-63 lowercase letters, digits, single '-')",
+    S3_BUCKET_PATTERN: "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')",
+    PG_IDENTIFIER_PATTERN: "a PostgreSQL identifier",
+    GX_SUITE_PATTERN: "a suite name of lowercase letters, digits and '_'",
+    PYTHON_CALLABLE_PATTERN: "a callable path 'package.module:function'",
+}
+
+
+def parse_manifest(path: Path, text: str) -> ObjectStoreWorkload | PostgresWorkload:
+    """Validate one manifest's text; raise ManifestError naming ``path`` and the fields."""
+    try:
+        data = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(str(path), [f"not valid YAML{where}: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise ManifestError(str(path), [f"expected a mapping of fields at the top level, got {type(data).__name__}"])
+    try:
+        return _Document.model_validate({"workload": data}).workload
+    except ValidationError as exc:
+        raise ManifestError(str(path), [_describe(dict(e)) for e in exc.errors()]) from None
+
+
+try:  # libyaml's loader is ~10x faster; parse time matters with hundreds of manifests.
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - libyaml missing
+    _BaseLoader = yaml.SafeLoader
+
+
+class _SafeLoader(_BaseLoader):
+    """A safe loader that refuses duplicate keys: YAML would silently keep the last one."""
+
+
+def _mapping_without_duplicates(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key '{key}' (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+    return dict(loader.construct_pairs(node, deep=True))
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def load_manifests(directory: Path) -> list[LoadedManifest]:
+    """Load every ``*.yaml``/``*.yml`` manifest in ``directory``, sorted by file name.
+
+    A bad manifest never hides the good ones: it comes back with its error. Two
+    files declaring the same id are both refused, since neither can be trusted to
+    be the one the operator meant.
+    """
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    loaded: list[LoadedManifest] = []
+    for path in files:
+        try:
+            workload = parse_manifest(path, path.read_text(encoding="utf-8"))
+            loaded.append(LoadedManifest(path, workload, None))
+        except ManifestError as exc:
+            loaded.append(LoadedManifest(path, None, exc))
+        except (OSError, UnicodeDecodeError) as exc:
+            loaded.append(LoadedManifest(path, None, ManifestError(str(path), [f"cannot read file: {exc}"])))
+
+    by_id: dict[str, list[Path]] = {}
+    for item in loaded:
+        if item.workload is not None:
+            by_id.setdefault(item.workload.id, []).append(item.path)
+    duplicated = {wid: paths for wid, paths in by_id.items() if len(paths) > 1}
+    if not duplicated:
+        return loaded
+    result = []
+    for item in loaded:
+        if item.workload is not None and item.workload.id in duplicated:
+            others = [str(p) for p in duplicated[item.workload.id] if p != item.path]
+            error = ManifestError(
+                str(item.path),
+                [
+                    f"field 'id': workload id '{item.workload.id}' is also declared in {', '.join(others)}; ids must be unique"
+                ],
+            )
+            result.append(LoadedManifest(item.path, None, error))
+        else:
+            result.append(item)
+    return result
+
+
+def next_window_opening(window: MaintenanceWindow, after: pendulum.DateTime) -> pendulum.DateTime:
+    """The first moment at or after ``after`` at which the maintenance window is open.
+
+    Wall-clock times are resolved in the window's timezone: on a spring-forward day a
+    02:00 that does not exist opens at the first instant after the gap (03:00), and on
+    a fall-back day an ambiguous 02:00 opens at its first occurrence.
+    """
+    tz = pendulum.timezone(window.timezone)
+    local = after.in_timezone(tz)
+    for day_offset in range(-1, 8):
+        day = local.date().add(days=day_offset)
+        if WEEKDAYS[day.weekday()] not in window.days:
+            continue
+        opens = _wall_clock(day, window.start, tz)
+        closes_day = day.add(days=1) if window.end <= window.start else day  # crossing midnight
+        closes = _wall_clock(closes_day, window.end, tz)
+        if opens <= after < closes:
+            return after
+        if opens >= after:
+            return opens.in_timezone("UTC")
+    raise AssertionError("a window with at least one day always opens within a week")
+
+
+def _wall_clock(day: pendulum.Date, at: time, tz: pendulum.Timezone | pendulum.FixedTimezone) -> pendulum.DateTime:
+    # fold=0 picks the first of two ambiguous instants (fall back). Inside a
+    # spring-forward gap pendulum's fold=0 moves the time back before the gap,
+    # which would open the window early; fold=1 moves it to just after the gap.
+    first = pendulum.datetime(day.year, day.month, day.day, at.hour, at.minute, tz=tz, fold=0)
+    if (first.hour, first.minute) == (at.hour, at.minute):
+        return first
+    return pendulum.datetime(day.year, day.month, day.day, at.hour, at.minute, tz=tz, fold=1)
