@@ -1,0 +1,130 @@
+"""Turn workload manifests into DAGs: one ``migrate_<id>`` DAG per manifest.
+
+Parsing reads only YAML files. No connection, network call or heavy import
+happens here; every phase does its work inside its task.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, load_manifests
+from bascule_airflow.operators import PreflightOperator
+
+WORKLOADS_DIR_ENV = "BASCULE_WORKLOADS_DIR"
+DEFAULT_WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "include" / "workloads"
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+# Tasks that touch the network retry with backoff; a policy refusal fails at once instead.
+NETWORK_TASK_ARGS = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def workloads_dir() -> Path:
+    return Path(os.environ.get(WORKLOADS_DIR_ENV) or DEFAULT_WORKLOADS_DIR)
+
+
+def build_workload_dags(directory: Path | None = None) -> dict[str, DAG]:
+    dags: dict[str, DAG] = {}
+    for manifest in load_manifests(directory or workloads_dir()):
+        dag = _workload_dag(manifest) if manifest.workload else _invalid_manifest_dag(manifest)
+        dags[dag.dag_id] = dag
+    return dags
+
+
+def _workload_dag(manifest: LoadedManifest) -> DAG:
+    workload = manifest.workload
+    assert workload is not None
+    with DAG(
+        dag_id=f"migrate_{workload.id}",
+        description=workload.description[:200],
+        doc_md=_doc(workload, manifest.path),
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,  # two runs of one migration would race on the same target
+        tags=["bascule", workload.kind],
+        default_args={"owner": workload.owner},
+        params={
+            "dry_run": Param(
+                False,
+                type="boolean",
+                title="Dry run",
+                description="Check and report only: create nothing on the target and move no byte.",
+            ),
+        },
+        render_template_as_native_obj=False,
+    ) as dag:
+        PreflightOperator(
+            task_id="preflight",
+            workload=workload.model_dump(mode="json"),
+            manifest_path=_display_path(manifest.path),
+            dry_run="{{ params.dry_run }}",
+            doc_md="Checks connections, source location, target region policy and target existence.",
+            **NETWORK_TASK_ARGS,
+        )
+    return dag
+
+
+def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:
+    """A refused manifest still shows up in the UI, with its error, and cannot do anything.
+
+    Raising at import would hide every other workload's DAG (one DAG file holds them
+    all), so the error becomes a DAG whose only task fails with the message.
+    """
+    from bascule_airflow.invalid_manifest import ManifestInvalidOperator
+
+    assert manifest.error is not None
+    stem = "".join(c if c.isalnum() or c == "_" else "_" for c in manifest.path.stem.lower())
+    message = str(manifest.error).replace(str(manifest.path), _display_path(manifest.path))
+    with DAG(
+        dag_id=f"bascule_invalid_manifest_{stem}",
+        description=f"Invalid manifest {manifest.path.name}: fix it to get its migration DAG",
+        doc_md=f"## Invalid workload manifest\n\n```\n{message}\n```\n\nSee `docs/workloads.md` for every field.",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=["bascule", "invalid-manifest"],
+    ) as dag:
+        ManifestInvalidOperator(task_id="manifest_invalid", message=message)
+    return dag
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(DEFAULT_WORKLOADS_DIR.parents[1]))
+    except ValueError:
+        return str(path)
+
+
+def _doc(workload: ObjectStoreWorkload | PostgresWorkload, path: Path) -> str:
+    if isinstance(workload, ObjectStoreWorkload):
+        source = f"Azure Blob `{workload.source.conn_id}`: container `{workload.source.container}`, prefix `{workload.source.prefix or '(all)'}`"
+        target = f"Scaleway S3 `{workload.target.conn_id}`: bucket `{workload.target.bucket}`, prefix `{workload.target.prefix or '(root)'}`"
+    else:
+        source = f"Azure PostgreSQL `{workload.source.conn_id}`: database `{workload.source.database}`, schemas {workload.source.schemas}"
+        target = f"Scaleway PostgreSQL `{workload.target.conn_id}`: database `{workload.target.database}`"
+    window = workload.cutover.window
+    return "\n".join(
+        [
+            f"## {workload.id}",
+            "",
+            workload.description,
+            "",
+            f"- **Owner**: {workload.owner}",
+            f"- **Source**: {source}",
+            f"- **Target**: {target}, region `{workload.target.region}`",
+            f"- **Approvers**: {', '.join(workload.approvals.approvers)} ({workload.approvals.required} required)",
+            f"- **Cutover window**: {', '.join(window.days)} {window.start:%H:%M}-{window.end:%H:%M} {window.timezone}",
+            f"- **Manifest**: `{_display_path(path)}`",
+        ]
+    )

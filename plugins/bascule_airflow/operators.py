@@ -1,0 +1,76 @@
+"""Operators: each runs one migration phase by calling the domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+RUNBOOK = "docs/runbooks.md"
+
+
+class PreflightOperator(BaseOperator):
+    """Prove the workload can run: connections, locations, region policy. Moves no byte.
+
+    The manifest travels with the task (as validated JSON), so the task checks
+    exactly the workload the DAG shows, even if the YAML changed since parsing.
+    """
+
+    ui_color = "#e8f4fd"
+    template_fields = ("dry_run",)
+
+    def __init__(self, *, workload: dict[str, Any], manifest_path: str, dry_run: Any = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.workload = workload
+        self.manifest_path = manifest_path
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import PreflightError
+        from bascule.preflight import preflight_object_store, preflight_postgres
+        from bascule.workload import ObjectStoreWorkload, PostgresWorkload
+        from bascule_airflow import clients
+
+        dry_run = _as_bool(self.dry_run)
+        kind = self.workload["kind"]
+        if kind == "object_store":
+            workload = ObjectStoreWorkload.model_validate(self.workload)
+            report = preflight_object_store(
+                workload,
+                self.manifest_path,
+                clients.blob_container(workload.source.conn_id, workload.source.container),
+                clients.s3_bucket(workload.target.conn_id, workload.target.bucket),
+                dry_run=dry_run,
+            )
+        else:
+            pg = PostgresWorkload.model_validate(self.workload)
+            report = preflight_postgres(
+                pg,
+                self.manifest_path,
+                clients.postgres_connector(pg.source.conn_id),
+                clients.postgres_connector(pg.target.conn_id),
+                clients.classify_postgres_error,
+                dry_run=dry_run,
+            )
+
+        for check in report.checks:
+            self.log.info("%s %s: %s", "PASS" if check.ok else "FAIL", check.name, check.detail)
+        if dry_run:
+            self.log.info("dry run: nothing was created or changed on the target")
+        try:
+            report.raise_for_failures()
+        except PreflightError as exc:
+            advice = f"Fix the failing check(s) above, then clear this task. Runbook: {RUNBOOK}#preflight"
+            if report.retryable:
+                # An unreachable endpoint may come back: let Airflow's retries try again.
+                raise PreflightError(exc.workload_id, [*exc.failures, advice]) from None
+            raise AirflowFailException(f"{exc}\n{advice}") from None
+        return report.summary()
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
