@@ -1,0 +1,61 @@
+"""Shared test set-up: an isolated Airflow home, and real local stand-ins on free ports.
+
+Airflow reads its configuration at import, so the environment is set here, before
+any test module imports it. Connections to the stand-ins come from the same
+``devstack.local_connections`` the demo uses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import devstack  # noqa: E402
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="bascule-tests-"))
+PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port())
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        **devstack.local_connections(PORTS),
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def standins(session_dir: Path) -> Iterator[devstack.Ports]:
+    """Azurite and moto, started once for the session by the project's own script."""
+    state = session_dir / "standins"
+    devstack.up(state, PORTS)
+    try:
+        yield PORTS
+    finally:
+        devstack.down(state)
+
+
+@pytest.fixture(scope="session")
+def airflow_db(session_dir: Path) -> Path:
+    """A migrated Airflow metadata DB (SQLite in the session's AIRFLOW_HOME)."""
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return Path(os.environ["AIRFLOW_HOME"])

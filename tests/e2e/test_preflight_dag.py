@@ -1,0 +1,135 @@
+"""Preflight through Airflow itself: dag.test() on a migrated metadata DB, real Azurite and moto."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import devstack
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_MANIFEST = ROOT / "include" / "workloads" / "snds_extracts.yaml"
+
+
+@pytest.fixture(scope="module")
+def source_container(standins: devstack.Ports) -> str:
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient(
+        devstack.azurite_url(standins.azurite),
+        credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
+    )
+    container = service.get_container_client("preflight-src")
+    if not container.exists():
+        container.create_container()
+    container.upload_blob("stays/year=2024/month=01/stays.csv", b"stay_id,patient_id\n1,a\n", overwrite=True)
+    return "preflight-src"
+
+
+def _manifest(tmp_path: Path, workload_id: str, **changes: dict) -> Path:
+    data = yaml.safe_load(DEMO_MANIFEST.read_text())
+    data["id"] = workload_id
+    for section, values in changes.items():
+        data[section] = {**data.get(section, {}), **values}
+    path = tmp_path / f"{workload_id}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run(dag_id: str, workloads: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("BASCULE_WORKLOADS_DIR", str(workloads))
+    bag = DagBag(str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    run = bag.dags[dag_id].test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    out, err = capfd.readouterr()
+    return run.state, states, out + err
+
+
+def test_preflight_passes_and_creates_target_bucket(
+    airflow_db, source_container, tmp_path, monkeypatch, capfd, standins
+):
+    _manifest(
+        tmp_path, "preflight_ok", source={"container": source_container}, target={"bucket": "preflight-ok-bucket"}
+    )
+    state, tasks, log = _run("migrate_preflight_ok", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == ("success", {"preflight": "success"}), log[-4000:]
+    assert "PASS target_bucket_region: bucket 'preflight-ok-bucket' is in region 'fr-par'" in log
+
+    assert _s3(standins).get_bucket_location(Bucket="preflight-ok-bucket")["LocationConstraint"] == "fr-par"
+
+
+def test_wrong_account_key_fails_naming_the_credential(
+    airflow_db, source_container, tmp_path, monkeypatch, capfd, standins
+):
+    wrong = json.loads(devstack.local_connections(standins)["AIRFLOW_CONN_HDH_AZURE_BLOB"])
+    wrong["password"] = "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudC1rZXk="
+    monkeypatch.setenv("AIRFLOW_CONN_WRONG_KEY_AZURE", json.dumps(wrong))
+    _manifest(tmp_path, "preflight_badkey", source={"conn_id": "wrong_key_azure", "container": source_container})
+    state, tasks, log = _run("migrate_preflight_badkey", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == ("failed", {"preflight": "failed"})
+    assert "FAIL source_reachable" in log
+    assert "authentication failed" in log or "access denied" in log
+    assert "check the account key or SAS token in the source connection" in log
+    assert wrong["password"] not in log, "the account key leaked into the task log"
+
+
+def test_missing_container_fails_naming_container_and_field(airflow_db, tmp_path, monkeypatch, capfd, standins):
+    _manifest(tmp_path, "preflight_nocontainer", source={"container": "no-such-container"})
+    state, tasks, log = _run("migrate_preflight_nocontainer", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == ("failed", {"preflight": "failed"})
+    assert "FAIL source_location_exists: Azure container 'no-such-container'" in log
+    assert "does not exist; check source.container in" in log
+
+
+def test_region_outside_allow_list_fails_before_creating_anything(
+    airflow_db, source_container, tmp_path, monkeypatch, capfd, standins
+):
+    _manifest(
+        tmp_path,
+        "preflight_region",
+        source={"container": source_container},
+        target={"bucket": "preflight-wrong-region", "region": "nl-ams"},
+    )
+    state, tasks, log = _run("migrate_preflight_region", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == ("failed", {"preflight": "failed"})
+    assert "FAIL target_region_allowed: target region 'nl-ams' is not in the allow-list ['fr-par']" in log
+    # The connection says fr-par but the manifest says nl-ams: that mismatch is named too.
+    assert "FAIL target_connection_region" in log
+    names = {b["Name"] for b in _s3(standins).list_buckets()["Buckets"]}
+    assert "preflight-wrong-region" not in names, "a bucket was created although the region is refused"
+
+
+def test_dry_run_param_reports_instead_of_creating(
+    airflow_db, source_container, tmp_path, monkeypatch, capfd, standins
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    _manifest(tmp_path, "preflight_dry", source={"container": source_container}, target={"bucket": "preflight-dry"})
+    monkeypatch.setenv("BASCULE_WORKLOADS_DIR", str(tmp_path))
+    run = DagBag(str(ROOT / "dags")).dags["migrate_preflight_dry"].test(run_conf={"dry_run": True})
+    log = "".join(capfd.readouterr())
+    assert run.state == "success", log[-4000:]
+    assert "PASS target_location_exists: S3 bucket 'preflight-dry'" in log
+    assert "it would be created in 'fr-par' (dry run)" in log
+    assert "dry run: nothing was created or changed on the target" in log
+    assert "preflight-dry" not in {b["Name"] for b in _s3(standins).list_buckets()["Buckets"]}
+
+
+def _s3(ports: devstack.Ports):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{ports.moto}",
+        region_name="fr-par",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
