@@ -7,11 +7,13 @@ any test module imports it. Connections to the stand-ins come from the same
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,46 @@ def airflow_db(session_dir: Path) -> Path:
     result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return Path(os.environ["AIRFLOW_HOME"])
+
+
+PF_SOURCE_DB = "bascule_pf_source"
+PF_TARGET_DB = "bascule_pf_target"
+
+
+def admin_connection():
+    """The machine's PostgreSQL (trust auth on 127.0.0.1:5432), in autocommit."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+def _pg_conn(database: str, port: int = 5432) -> str:
+    return json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres", "schema": database}
+    )
+
+
+@pytest.fixture
+def pg_preflight_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A source database with schema ``catalogue``, no target database, and three connections:
+    ``pf_pg_source``/``pf_pg_target`` to the server, ``pf_pg_nowhere`` to a closed port."""
+    import psycopg2
+
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        for name in (PF_SOURCE_DB, PF_TARGET_DB):
+            cur.execute(f"drop database if exists {name} with (force)")
+        cur.execute(f"create database {PF_SOURCE_DB}")
+    with closing(psycopg2.connect(host="127.0.0.1", user="postgres", dbname=PF_SOURCE_DB)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("create schema catalogue; create table catalogue.projects (id bigint primary key)")
+    # The connection names the server; the manifest names the database to migrate.
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_SOURCE", _pg_conn("postgres"))
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_TARGET", _pg_conn("postgres"))
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_NOWHERE", _pg_conn("postgres", port=devstack.free_port()))
+    yield
+    with closing(admin_connection()) as admin, admin.cursor() as cur:
+        for name in (PF_SOURCE_DB, PF_TARGET_DB):
+            cur.execute(f"drop database if exists {name} with (force)")

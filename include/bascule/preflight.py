@@ -7,6 +7,7 @@ checked and why it failed, and the caller learns whether a retry could help.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -157,13 +158,13 @@ class _Cursor(Protocol):
 def preflight_postgres(
     workload: PostgresWorkload,
     manifest_path: str,
-    connect_source: Callable[[], Any],
+    connect_source: Callable[[str], Any],
     connect_target: Callable[[str], Any],
     classify: Callable[[Exception], StoreAccessError],
     *,
     dry_run: bool = False,
 ) -> PreflightReport:
-    """``connect_target(database)`` opens a DB-API connection to that database on the target server.
+    """``connect_*(database)`` opens a DB-API connection to that database on the source/target server.
 
     ``classify`` turns a driver exception into a StoreAccessError with the right ``retryable``.
     """
@@ -172,7 +173,7 @@ def preflight_postgres(
     source_conf, target_conf = workload.source, workload.target
 
     try:
-        with connect_source() as conn, conn.cursor() as cur:
+        with closing(connect_source(source_conf.database)) as conn, conn.cursor() as cur:
             cur.execute("select current_database(), current_setting('server_version')")
             database, version = cur.fetchone()
             checks.add(
@@ -195,7 +196,7 @@ def preflight_postgres(
         checks.access_failed("source_reachable", classify(exc))
 
     try:
-        with connect_target("postgres") as conn:
+        with closing(connect_target("postgres")) as conn:
             conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
             with conn.cursor() as cur:
                 cur.execute("select 1 from pg_database where datname = %s", (target_conf.database,))

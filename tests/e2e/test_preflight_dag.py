@@ -133,3 +133,28 @@ def _s3(ports: devstack.Ports):
         aws_access_key_id="x",
         aws_secret_access_key="y",
     )
+
+
+POSTGRES_MANIFEST = """
+id: {workload_id}
+kind: postgres
+description: Project registry catalogue.
+owner: data-platform
+source: {{conn_id: pf_pg_source, database: bascule_pf_source, schemas: [{schema}]}}
+target: {{conn_id: pf_pg_target, database: bascule_pf_target, region: fr-par, create_if_missing: true}}
+approvals: {{approvers: [approver1], required: 1}}
+cutover:
+  window: {{timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}}
+"""
+
+
+@pytest.mark.parametrize(("schema", "expected"), [("catalogue", "success"), ("registre", "failed")])
+def test_postgres_preflight_dag(airflow_db, pg_preflight_databases, tmp_path, monkeypatch, capfd, schema, expected):
+    workload_id = f"pg_preflight_{expected}"
+    (tmp_path / f"{workload_id}.yaml").write_text(POSTGRES_MANIFEST.format(workload_id=workload_id, schema=schema))
+    state, tasks, log = _run(f"migrate_{workload_id}", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == (expected, {"preflight": expected}), log[-4000:]
+    if expected == "success":
+        assert "PASS target_location_exists: created database 'bascule_pf_target'" in log
+    else:
+        assert "FAIL source_location_exists: schema(s) ['registre'] not found" in log
