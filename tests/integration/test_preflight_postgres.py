@@ -5,6 +5,9 @@ from __future__ import annotations
 from contextlib import closing
 
 import pytest
+from conftest import PF_SOURCE_DB as SOURCE_DB
+from conftest import PF_TARGET_DB as TARGET_DB
+from conftest import admin_connection as _admin
 
 from bascule.preflight import preflight_postgres
 from bascule.workload import parse_manifest
@@ -12,9 +15,6 @@ from bascule_airflow.clients import classify_postgres_error, postgres_connector
 
 pytestmark = pytest.mark.integration
 
-from conftest import PF_SOURCE_DB as SOURCE_DB
-from conftest import PF_TARGET_DB as TARGET_DB
-from conftest import admin_connection as _admin
 
 MANIFEST = """
 id: registry_catalogue
