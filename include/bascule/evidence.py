@@ -1,0 +1,101 @@
+"""The run's evidence: write-once files under one prefix of the target store.
+
+Inventories, transfer reports and validation results are files here; XCom only
+carries their keys and counts. Every file is written with ``If-None-Match: *`` so a
+rerun never silently replaces what an earlier attempt recorded: each attempt writes
+under its own name, and the reader takes the name its upstream task returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+
+from bascule.exceptions import StoreAccessError
+
+EVIDENCE_ROOT = "_bascule/"
+
+
+class EvidenceExists(StoreAccessError):
+    """The evidence file is already there: evidence is never overwritten."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=False)
+
+
+class EvidenceStore:
+    """``s3://bucket/_bascule/<workload>/`` holding one workload's runs' evidence."""
+
+    def __init__(self, client: Any, bucket: str, workload_id: str):
+        self._client = client
+        self.bucket = bucket
+        self.prefix = f"{EVIDENCE_ROOT}{workload_id}/"
+
+    def uri(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def put_bytes(self, name: str, body: bytes, content_type: str) -> str:
+        key = self.prefix + name
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        except ClientError as exc:
+            raise self._error(exc, key) from None
+        return key
+
+    def put_json(self, name: str, document: Any) -> str:
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        return self.put_bytes(name, body, "application/json")
+
+    def put_file(self, name: str, fileobj: IO[bytes], content_type: str) -> str:
+        """Upload a (possibly large, spooled) file; write-once like every evidence file."""
+        key = self.prefix + name
+        if self.exists(name):
+            raise EvidenceExists(f"evidence {self.uri(name)} already exists; it is never overwritten")
+        try:
+            # upload_fileobj goes multipart above its threshold, which conditional PUT
+            # does not cover; the existence check above guards the usual rerun case.
+            self._client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        except ClientError as exc:
+            raise self._error(exc, key) from None
+        return key
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.prefix + name)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, self.prefix + name) from None
+        return True
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[IO[bytes]]:
+        """Stream an evidence file by its full key (as returned by a put)."""
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            raise self._error(exc, key) from None
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def read_json(self, key: str) -> Any:
+        with self.open(key) as stream:
+            return json.load(stream)
+
+    def _error(self, exc: ClientError, key: str) -> StoreAccessError:
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "PreconditionFailed" or status == 412:
+            return EvidenceExists(f"evidence s3://{self.bucket}/{key} already exists; it is never overwritten")
+        if code in ("NoSuchKey", "404"):
+            return StoreAccessError(f"evidence s3://{self.bucket}/{key} not found", retryable=False)
+        return StoreAccessError(
+            f"evidence s3://{self.bucket}/{key}: {code or 'error'} (HTTP {status})",
+            retryable=status is None or status >= 500,
+        )
