@@ -122,11 +122,22 @@ class ShadowJob(_Strict):
 
 class ShadowRun(_Strict):
     jobs: list[ShadowJob] = Field(default_factory=list)
+    # Numeric results may differ by float rounding across engines; exact by default.
+    relative_tolerance: float = Field(default=0.0, ge=0.0, le=0.1)
+    absolute_tolerance: float = Field(default=0.0, ge=0.0)
+
+
+class Transfer(_Strict):
+    shards: int = Field(default=4, ge=1, le=256)
+    concurrency: int = Field(default=8, ge=1, le=64)
+    part_size_mib: int = Field(default=16, ge=5, le=5000)
 
 
 class Approvals(_Strict):
     approvers: list[Annotated[str, StringConstraints(pattern=r"^[\w.@-]{1,100}$")]] = Field(min_length=1)
     required: int = Field(default=1, ge=1)
+    # Without a response by then the run fails: there is never a default approval.
+    timeout_minutes: int = Field(default=4320, ge=1, le=43200)
 
     @field_validator("approvers")
     @classmethod
@@ -213,6 +224,10 @@ class ObjectStoreWorkload(_WorkloadBase):
     kind: Literal["object_store"]
     source: BlobSource
     target: S3Target
+    transfer: Transfer = Field(default_factory=Transfer)
+
+    def target_key(self, source_key: str) -> str:
+        return self.target.prefix + source_key[len(self.source.prefix) :]
 
 
 class PostgresWorkload(_WorkloadBase):
