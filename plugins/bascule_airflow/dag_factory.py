@@ -6,6 +6,7 @@ happens here; every phase does its work inside its task.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -84,10 +85,9 @@ def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:
     from bascule_airflow.invalid_manifest import ManifestInvalidOperator
 
     assert manifest.error is not None
-    stem = "".join(c if c.isalnum() or c == "_" else "_" for c in manifest.path.stem.lower())
     message = str(manifest.error).replace(str(manifest.path), _display_path(manifest.path))
     with DAG(
-        dag_id=f"bascule_invalid_manifest_{stem}",
+        dag_id=invalid_manifest_dag_id(manifest.path),
         description=f"Invalid manifest {manifest.path.name}: fix it to get its migration DAG",
         doc_md=f"## Invalid workload manifest\n\n```\n{message}\n```\n\nSee `docs/workloads.md` for every field.",
         schedule=None,
@@ -97,6 +97,14 @@ def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:
     ) as dag:
         ManifestInvalidOperator(task_id="manifest_invalid", message=message)
     return dag
+
+
+def invalid_manifest_dag_id(path: Path) -> str:
+    """``bascule_invalid_manifest_<stem>_<hash>``: readable, unique per file name, within Airflow's 250 chars."""
+    # Sanitising can make two names collide (a-b.yaml, a_b.yaml, x.yml, x.yaml), and a
+    # duplicate DAG id would silently hide one: a short hash of the file name keeps them apart.
+    stem = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem.lower())[:120]
+    return f"bascule_invalid_manifest_{stem}_{hashlib.blake2b(path.name.encode(), digest_size=3).hexdigest()}"
 
 
 def _display_path(path: Path) -> str:
