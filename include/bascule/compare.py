@@ -83,3 +83,21 @@ def compare(
         yield ComparisonRow(relative, True, True, info.size, found.size, want, recorded, verified)
     for relative, found in sorted(targets.items()):
         yield ComparisonRow(relative, False, True, None, found.size, None, found.metadata.get(MD5_METADATA), False)
+
+
+@dataclass
+class Delta:
+    """What changed at the source between two inventories: to copy, and to delete at the target."""
+
+    changed: list[ObjectInfo]
+    deleted: list[str]
+
+
+def delta(before: Iterable[ObjectInfo], after: Iterable[ObjectInfo]) -> Delta:
+    """New or modified objects (by ETag and size) and deleted keys, ``before`` -> ``after``."""
+    previous = {info.key: (info.etag, info.size) for info in before}
+    changed = []
+    for info in after:
+        if previous.pop(info.key, None) != (info.etag, info.size):
+            changed.append(info)
+    return Delta(changed, sorted(previous))

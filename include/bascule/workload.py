@@ -226,6 +226,17 @@ class ObjectStoreWorkload(_WorkloadBase):
     target: S3Target
     transfer: Transfer = Field(default_factory=Transfer)
 
+    @field_validator("shadow_run")
+    @classmethod
+    def _callables_only(cls, shadow_run: ShadowRun) -> ShadowRun:
+        for job in shadow_run.jobs:
+            if job.query is not None:
+                raise ValueError(
+                    f"shadow job '{job.name}': object_store workloads run Python callables over the dataset "
+                    "files ('callable: package.module:function'); SQL queries are for postgres workloads"
+                )
+        return shadow_run
+
     def target_key(self, source_key: str) -> str:
         return self.target.prefix + source_key[len(self.source.prefix) :]
 

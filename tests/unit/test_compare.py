@@ -119,3 +119,18 @@ def test_etag_proves_only_equal_md5() -> None:
     assert not etag_proves(f'"{hexdigest}-2"', b64)
     assert not etag_proves('"0x8DCAFE"', b64)
     assert not etag_proves(f'"{hexdigest}"', "not base64!")
+
+
+def test_delta_finds_new_modified_and_deleted() -> None:
+    from bascule.compare import delta
+
+    before = [_src("same", b"a"), _src("modified", b"b"), _src("deleted", b"c")]
+    after = [
+        _src("same", b"a"),
+        ObjectInfo(key="modified", size=1, etag="0x9E", last_modified=NOW),
+        _src("new", b"d"),
+    ]
+    result = delta(before, after)
+    assert [o.key for o in result.changed] == ["modified", "new"]
+    assert result.deleted == ["deleted"]
+    assert delta(after, after).changed == [] and delta(after, after).deleted == []

@@ -434,9 +434,16 @@ def test_shipped_snds_extracts_reads_as_written() -> None:
     assert workload.target.region == "fr-par"
     assert workload.target.bucket == "hdh-snds-extracts"
     assert workload.source.container == "snds-extracts"
-    assert workload.cutover.window.start == time(2, 0)
-    assert workload.cutover.window.end == time(5, 0)
+    assert workload.cutover.window.start == time(0, 0)
+    assert workload.cutover.window.end == time(23, 59)
+    assert len(workload.cutover.window.days) == 7, "the demo cuts over whenever it runs"
     assert workload.policy.allowed_regions == ["fr-par"]
+    assert [job.name for job in workload.shadow_run.jobs] == [
+        "stays_by_icd10_chapter",
+        "dispensations_by_atc_group",
+        "patients_profile",
+    ]
+    assert workload.validation.suites == ["snds_extracts_content"]
 
 
 def test_postgres_manifest_and_its_defaults(tmp_path: Path) -> None:
@@ -474,10 +481,18 @@ def test_widened_regions_with_justification_are_accepted(tmp_path: Path) -> None
 
 def test_shadow_jobs_and_folder_prefixes_are_accepted(tmp_path: Path) -> None:
     text = os_edit('  prefix: ""\ntarget:', '  prefix: "2026/01/"\ntarget:')
-    text += "shadow_run:\n  jobs:\n    - name: counts\n      callable: jobs.counts:run\n    - name: totals\n      query: sql/totals.sql\n"
+    text += "shadow_run:\n  jobs:\n    - name: counts\n      callable: jobs.counts:run\n    - name: totals\n      callable: jobs.counts:totals\n"
     workload = parse_manifest(tmp_path / "m.yaml", text)
     assert workload.source.prefix == "2026/01/"
     assert [job.name for job in workload.shadow_run.jobs] == ["counts", "totals"]
+
+
+def test_object_store_shadow_jobs_are_callables_not_sql(tmp_path: Path) -> None:
+    text = OBJECT_STORE + "shadow_run:\n  jobs:\n    - name: totals\n      query: sql/totals.sql\n"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(tmp_path / "m.yaml", text)
+    assert "field 'shadow_run'" in str(caught.value)
+    assert "shadow job 'totals': object_store workloads run Python callables" in str(caught.value)
 
 
 # ---------------------------------------------------------------- malformed manifests
