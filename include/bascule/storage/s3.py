@@ -2,13 +2,121 @@
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import email.header
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, Protocol, TypeVar
+from urllib.parse import quote
 
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
-from bascule.exceptions import StoreAccessError
+from bascule.exceptions import BasculeError, StoreAccessError
+from bascule.storage.base import ObjectInfo
 
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
+# Throttling and server-side hiccups: the request was fine, the moment was not.
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+    # The body was damaged in transit (the server's MD5 of what it received differs
+    # from our Content-MD5): sending the same bytes again is the cure.
+    "BadDigest",
+    "IncompleteBody",
+}
+_T = TypeVar("_T")
+
+# RFC 7230 token characters: what an HTTP header name (x-amz-meta-<name>) may hold.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
+_ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
+
+
+class Readable(Protocol):
+    """What botocore needs of a streamed body (with ``content_length`` given)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+Body = bytes | bytearray | memoryview | Readable
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    part_number: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An upload in progress (or left behind by a crashed attempt)."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
+
+
+def encode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """User metadata as S3 can carry it in ``x-amz-meta-*`` headers.
+
+    - Names are lowercased (S3 returns them so; Azure compares them case-insensitively,
+      so no two collide); characters outside the HTTP token set are percent-encoded.
+    - Values that are not plain printable ASCII (non-ASCII, control characters,
+      leading/trailing blanks that HTTP would strip) are sent as one RFC 2047
+      encoded word ``=?UTF-8?B?<base64>?=``: the form AWS S3 itself decodes on input
+      and uses on output, and which botocore accepts (it refuses raw non-ASCII).
+      Values that merely look like an encoded word are encoded too, so decoding
+      is never ambiguous. :func:`decode_metadata` reverses both.
+    """
+    encoded: dict[str, str] = {}
+    for name, value in metadata.items():
+        key = name.lower()
+        if not _TOKEN.fullmatch(key):
+            key = quote(key, safe="!#$&'*+-.^_`|~")
+        encoded[key] = _encode_value(value)
+    return encoded
+
+
+def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """Inverse of :func:`encode_metadata` for values (names stay as S3 returns them)."""
+    return {key: _decode_value(value) for key, value in metadata.items()}
+
+
+def _encode_value(value: str) -> str:
+    plain = value.isascii() and value.isprintable() and value == value.strip() and "=?" not in value
+    if plain:
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def _decode_value(value: str) -> str:
+    if not _ENCODED_WORD.search(value):
+        return value
+    try:
+        return "".join(
+            part.decode(charset or "ascii") if isinstance(part, bytes) else part
+            for part, charset in email.header.decode_header(value)
+        )
+    except (LookupError, ValueError):
+        return value  # not ours and not decodable: keep it verbatim rather than guess
 
 
 class S3Bucket:
@@ -17,6 +125,11 @@ class S3Bucket:
     def __init__(self, client: Any, bucket: str):
         self._client = client
         self.bucket = bucket
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, for callers that share it (one connection pool per task)."""
+        return self._client
 
     @property
     def endpoint(self) -> str:
@@ -60,6 +173,285 @@ class S3Bucket:
                 return
             raise self._access_error(exc, code) from None
 
+    # -- capabilities ---------------------------------------------------------------
+
+    def can_stream_uploads(self, *, with_content_md5: bool) -> bool:
+        """True if botocore will send a file-like body without reading it all first.
+
+        botocore reads a streamed body twice (then seeks back) when it must hash it
+        up front: SigV4 payload signing over plain HTTP (or over HTTPS without a
+        Content-MD5), or a CRC32 header checksum over plain HTTP
+        (``request_checksum_calculation="when_supported"``, boto3's default). The
+        copier then buffers instead of streaming; :func:`bascule.transfer.recommended_s3_config`
+        sets what makes streaming possible.
+        """
+        config = self._client.meta.config
+        https = self.endpoint.startswith("https")
+        checksum = getattr(config, "request_checksum_calculation", None) or "when_supported"
+        if checksum == "when_supported":
+            # A trailing (aws-chunked) checksum streams, and makes the payload unsigned.
+            return https
+        signing = (getattr(config, "s3", None) or {}).get("payload_signing_enabled")
+        if signing is not None:
+            return not signing
+        return https and with_content_md5
+
+    # -- objects -----------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's size, ETag and metadata (decoded), or None if there is no such key."""
+        try:
+            answer = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._object_error(exc, "HEAD", key) from None
+        except Exception as exc:
+            raise self._object_error(exc, "HEAD", key) from None
+        metadata = decode_metadata(answer.get("Metadata") or {})
+        return ObjectInfo(
+            key=key,
+            size=int(answer["ContentLength"]),
+            etag=str(answer.get("ETag", "")).strip('"'),
+            last_modified=answer["LastModified"],
+            # The MD5 of the source as we recorded it; the ETag is not an MD5 for
+            # multipart or SSE-C objects, so it is never used in its place.
+            content_md5=metadata.get("md5chksum"),
+            content_type=answer.get("ContentType"),
+            content_encoding=answer.get("ContentEncoding"),
+            metadata=metadata,
+            access_tier=answer.get("StorageClass"),
+        )
+
+    def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, page by page (a "fresh target inventory").
+
+        A listing carries no user metadata, so ``content_md5`` and ``metadata`` are
+        empty here; use :meth:`head` for one object's metadata.
+        """
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=int(item["Size"]),
+                        etag=str(item.get("ETag", "")).strip('"'),
+                        last_modified=item["LastModified"],
+                        access_tier=item.get("StorageClass"),
+                    )
+        except Exception as exc:
+            raise self._object_error(exc, "LIST", prefix or "<whole bucket>") from None
+
+    def put_object(
+        self,
+        key: str,
+        body: Body,
+        *,
+        content_length: int | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        content_md5: str | None = None,
+        if_none_match: bool = False,
+    ) -> str:
+        """One PUT; returns the new ETag (unquoted).
+
+        ``content_md5`` (base64) lets the server refuse bytes damaged in transit.
+        ``metadata`` is user metadata, encoded by :func:`encode_metadata`. A file-like
+        ``body`` needs ``content_length``. ``if_none_match`` refuses to overwrite.
+        """
+        params = self._object_params(key, content_type, content_encoding, metadata)
+        params["Body"] = body
+        if content_length is not None:
+            params["ContentLength"] = content_length
+        if content_md5:
+            params["ContentMD5"] = content_md5
+        if if_none_match:
+            params["IfNoneMatch"] = "*"
+        answer = self._call("PUT", key, lambda: self._client.put_object(**params))
+        return str(answer.get("ETag", "")).strip('"')
+
+    def create_multipart(
+        self,
+        key: str,
+        *,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Start a multipart upload; returns its upload id. Metadata is fixed here, before any part."""
+        params = self._object_params(key, content_type, content_encoding, metadata)
+        answer = self._call("CreateMultipartUpload", key, lambda: self._client.create_multipart_upload(**params))
+        return str(answer["UploadId"])
+
+    def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: Body,
+        *,
+        content_length: int | None = None,
+        content_md5: str | None = None,
+    ) -> str:
+        """Upload one part; returns its ETag (unquoted), needed to complete the upload."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "PartNumber": part_number,
+            "Body": body,
+        }
+        if content_length is not None:
+            params["ContentLength"] = content_length
+        if content_md5:
+            params["ContentMD5"] = content_md5
+        answer = self._call(f"UploadPart #{part_number}", key, lambda: self._client.upload_part(**params))
+        return str(answer.get("ETag", "")).strip('"')
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[UploadedPart], *, if_none_match: bool = False
+    ) -> str:
+        """Make the upload visible as one object; returns its ETag (unquoted)."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {"Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]},
+        }
+        if if_none_match:
+            params["IfNoneMatch"] = "*"
+        answer = self._call("CompleteMultipartUpload", key, lambda: self._client.complete_multipart_upload(**params))
+        return str(answer.get("ETag", "")).strip('"')
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload and free its parts. An upload already gone is not an error."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchUpload" or _status(exc) == 404:
+                return
+            raise self._object_error(exc, "AbortMultipartUpload", key) from None
+        except Exception as exc:
+            raise self._object_error(exc, "AbortMultipartUpload", key) from None
+
+    def list_multipart_uploads(self, prefix: str = "") -> Iterator[MultipartUpload]:
+        """Uploads in progress under ``prefix``, e.g. leftovers of a crashed earlier attempt."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        try:
+            while True:
+                page = self._client.list_multipart_uploads(**params)
+                for item in page.get("Uploads", ()):
+                    yield MultipartUpload(item["Key"], item["UploadId"], item.get("Initiated"))
+                if not page.get("IsTruncated"):
+                    return
+                params["KeyMarker"] = page.get("NextKeyMarker", "")
+                params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        except Exception as exc:
+            raise self._object_error(exc, "ListMultipartUploads", prefix or "<whole bucket>") from None
+
+    def replace_metadata(
+        self,
+        key: str,
+        *,
+        if_etag: str,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Rewrite an object's metadata in place (server-side copy onto itself, up to 5 GB).
+
+        ``if_etag`` makes it a no-op failure (HTTP 412) if the object changed meanwhile.
+        """
+        params = self._object_params(key, content_type, content_encoding, metadata)
+        params.update(
+            CopySource={"Bucket": self.bucket, "Key": key},
+            CopySourceIfMatch=f'"{if_etag}"',
+            MetadataDirective="REPLACE",
+        )
+        answer = self._call("CopyObject (metadata)", key, lambda: self._client.copy_object(**params))
+        return str(answer.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+
+    def get_stream(self, key: str) -> IO[bytes]:
+        """The object's body as a stream; the caller reads and closes it."""
+        answer = self._call("GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        body: IO[bytes] = answer["Body"]
+        return body
+
+    def read_all(self, key: str) -> bytes:
+        """The whole object in memory: for small files (reports, manifests) only."""
+
+        def read() -> bytes:
+            stream = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return bytes(stream.read())
+            finally:
+                stream.close()
+
+        return self._call("GET", key, read)
+
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing key is not an error (S3 says 204 either way)."""
+        self._call("DELETE", key, lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+
+    # -- errors ------------------------------------------------------------------------
+
+    def _object_params(
+        self,
+        key: str,
+        content_type: str | None,
+        content_encoding: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ContentType"] = content_type
+        if content_encoding:
+            params["ContentEncoding"] = content_encoding
+        if metadata:
+            params["Metadata"] = encode_metadata(metadata)
+        return params
+
+    def _call(self, operation: str, key: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except Exception as exc:
+            raise self._object_error(exc, operation, key) from None
+
+    def _object_error(self, exc: Exception, operation: str, key: str) -> BasculeError:
+        """Classify a boto error on one object: what failed, where, and whether a retry can help."""
+        if isinstance(exc, BasculeError):
+            return exc
+        cause = exc.kwargs.get("error") if isinstance(exc, HTTPClientError) else None
+        if isinstance(cause, BasculeError):
+            # Raised by a streamed body while botocore sent it (source changed, integrity
+            # check, source unreachable); botocore wraps it, the original is the precise one.
+            return cause
+        where = f"{self.describe()}: {operation} '{key}'"
+        if isinstance(exc, ClientError):
+            code, status = _code(exc), _status(exc)
+            message = exc.response.get("Error", {}).get("Message", "")
+            if code in _AUTH_ERRORS or status == 403:
+                return StoreAccessError(
+                    f"{where}: access denied ({code}); check the access key and secret in the target "
+                    "connection and the key's write permission on this bucket",
+                    retryable=False,
+                )
+            return StoreAccessError(
+                f"{where}: {code or 'error'} (HTTP {status}){': ' + message if message else ''}",
+                retryable=status is None or status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES,
+            )
+        if isinstance(
+            exc, HTTPClientError | BotoConnectionError | IncompleteReadError | ConnectionError | TimeoutError
+        ):
+            return StoreAccessError(f"{where}: network error ({type(exc).__name__}: {exc})", retryable=True)
+        if isinstance(exc, NoCredentialsError):
+            return StoreAccessError(f"{where}: no credentials in the target connection", retryable=False)
+        if isinstance(exc, BotoCoreError):
+            return StoreAccessError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
+        return StoreAccessError(f"{where}: unexpected {type(exc).__name__}: {exc}", retryable=False)
+
     def _access_error(self, exc: ClientError, code: str) -> StoreAccessError:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _AUTH_ERRORS or status == 403:
@@ -72,3 +464,12 @@ class S3Bucket:
             f"{self.describe()}: {code or 'error'} (HTTP {status})",
             retryable=status is None or status >= 500,
         )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
