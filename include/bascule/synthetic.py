@@ -526,7 +526,9 @@ def generate_documents(spec: DocumentsSpec) -> Iterator[SyntheticObject]:
         size = 0 if i % 500 == 0 else rng.randint(200, 2000)
         body = rng.randbytes(size) if name.endswith(".pdf") else _lorem(rng, size)
         content_type = "application/pdf" if name.endswith(".pdf") else "text/plain; charset=utf-8"
-        yield SyntheticObject(name, body, content_type, {"dataset": DATASET_NAME, "synthetic": "true", "kind": "document"})
+        yield SyntheticObject(
+            name, body, content_type, {"dataset": DATASET_NAME, "synthetic": "true", "kind": "document"}
+        )
     for i in range(spec.large_files):
         body = random.Random(spec.seed * 1000 + i).randbytes(spec.large_size)
         yield SyntheticObject(

@@ -16,12 +16,30 @@ def blob_container(conn_id: str, container: str) -> Any:
     return AzureBlobContainer(WasbHook(wasb_conn_id=conn_id).get_conn(), container)
 
 
-def s3_bucket(conn_id: str, bucket: str) -> Any:
+def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8) -> Any:
+    """The bucket through the connection, with a connection pool sized for ``concurrency`` threads.
+
+    The connection's own ``config_kwargs`` win over Bascule's recommendations, so an
+    operator can still tune a store that needs something else.
+    """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.config import Config
 
     from bascule.storage.s3 import S3Bucket
+    from bascule.transfer import recommended_s3_config
 
-    return S3Bucket(S3Hook(aws_conn_id=conn_id).get_conn(), bucket)
+    from_connection = S3Hook(aws_conn_id=conn_id).conn_config.botocore_config
+    config = Config(**recommended_s3_config(concurrency))
+    if from_connection is not None:
+        config = config.merge(from_connection)
+    return S3Bucket(S3Hook(aws_conn_id=conn_id, config=config).get_conn(), bucket)
+
+
+def container_client(conn_id: str, container: str) -> Any:
+    """The Azure SDK's ContainerClient, for operations outside the copy seam (freeze)."""
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+    return WasbHook(wasb_conn_id=conn_id).get_conn().get_container_client(container)
 
 
 def postgres_connector(conn_id: str) -> Callable[..., Any]:

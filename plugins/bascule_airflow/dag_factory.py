@@ -45,6 +45,24 @@ def build_workload_dags(directory: Path | None = None) -> dict[str, DAG]:
 def _workload_dag(manifest: LoadedManifest) -> DAG:
     workload = manifest.workload
     assert workload is not None
+    params = {
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Preflight only, reporting what it would create: nothing is created and no byte moves.",
+        ),
+    }
+    if isinstance(workload, ObjectStoreWorkload):
+        params["rollback"] = Param(
+            False,
+            type="boolean",
+            title="Roll back",
+            description="Only roll back: routing back to Azure and the source unfrozen. No migration runs.",
+        )
+        params["rollback_reason"] = Param(
+            "", type="string", title="Rollback reason", description="Recorded in the evidence with the rollback."
+        )
     with DAG(
         dag_id=f"migrate_{workload.id}",
         description=workload.description[:200],
@@ -55,17 +73,10 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         max_active_runs=1,  # two runs of one migration would race on the same target
         tags=["bascule", workload.kind],
         default_args={"owner": workload.owner},
-        params={
-            "dry_run": Param(
-                False,
-                type="boolean",
-                title="Dry run",
-                description="Check and report only: create nothing on the target and move no byte.",
-            ),
-        },
+        params=params,
         render_template_as_native_obj=False,
     ) as dag:
-        PreflightOperator(
+        preflight = PreflightOperator(
             task_id="preflight",
             workload=workload.model_dump(mode="json"),
             manifest_path=_display_path(manifest.path),
@@ -73,7 +84,67 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
             doc_md="Checks connections, source location, target region policy and target existence.",
             **NETWORK_TASK_ARGS,
         )
+        if isinstance(workload, ObjectStoreWorkload):
+            _object_store_phases(workload, manifest.path, preflight)
     return dag
+
+
+def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: PreflightOperator) -> None:
+    """preflight -> snapshot -> transfer[shards] -> validate -> shadow_run -> approve_cutover
+    -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
+    from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
+
+    from bascule_airflow import object_store as ops
+
+    common = {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
+    choose_mode = BranchPythonOperator(
+        task_id="choose_mode",
+        python_callable=ops.choose_mode,
+        doc_md="Migrate, or only roll back when triggered with rollback=true.",
+    )
+    rollback_requested = ops.RollbackOperator(
+        task_id="rollback_requested",
+        when="requested",
+        reason="{{ params.rollback_reason }}",
+        **common,
+        **NETWORK_TASK_ARGS,
+    )
+    stop_if_dry_run = ShortCircuitOperator(
+        task_id="stop_if_dry_run",
+        python_callable=ops.not_dry_run,
+        doc_md="A dry run ends after preflight.",
+    )
+    snapshot = ops.SnapshotOperator(task_id="snapshot", **common, **NETWORK_TASK_ARGS)
+    transfer = ops.TransferShardOperator.partial(
+        task_id="transfer", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+    ).expand(shard_index=list(range(workload.transfer.shards)))
+    validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    approve_cutover = ops.CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
+    wait_for_window = ops.WaitForWindowOperator(task_id="wait_for_window", **common, **NETWORK_TASK_ARGS)
+    cutover = ops.CutoverOperator(task_id="cutover", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    rollback_after_failed_cutover = ops.RollbackOperator(
+        task_id="rollback_after_failed_cutover",
+        when="cutover_failed",
+        trigger_rule="one_failed",
+        **common,
+        **NETWORK_TASK_ARGS,
+    )
+    complete = ops.RecordCompletionOperator(task_id="complete", **common, **NETWORK_TASK_ARGS)
+
+    choose_mode >> [preflight, rollback_requested]
+    (
+        preflight
+        >> stop_if_dry_run
+        >> snapshot
+        >> transfer
+        >> validate
+        >> shadow_run
+        >> approve_cutover
+        >> wait_for_window
+        >> cutover
+    )
+    cutover >> [complete, rollback_after_failed_cutover]
 
 
 def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:

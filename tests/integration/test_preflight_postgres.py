@@ -5,13 +5,13 @@ from __future__ import annotations
 from contextlib import closing
 
 import pytest
-from conftest import PF_SOURCE_DB as SOURCE_DB
-from conftest import PF_TARGET_DB as TARGET_DB
-from conftest import admin_connection as _admin
 
 from bascule.preflight import preflight_postgres
 from bascule.workload import parse_manifest
 from bascule_airflow.clients import classify_postgres_error, postgres_connector
+from conftest import PF_SOURCE_DB as SOURCE_DB
+from conftest import PF_TARGET_DB as TARGET_DB
+from conftest import admin_connection as _admin
 
 pytestmark = pytest.mark.integration
 

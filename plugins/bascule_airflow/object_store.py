@@ -1,0 +1,526 @@
+"""Operators for the phases of an object-store workload (Azure Blob -> Scaleway S3).
+
+Each operator builds clients from Airflow connections, calls one function of
+``bascule.object_phases``, and turns the domain's errors into Airflow's: a problem
+with the data or a refusal fails at once (``AirflowFailException``); a transient
+fault raises normally so the task's retries apply.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import BaseOperator, Param
+
+RUNBOOK = "docs/runbooks.md"
+
+
+class _ObjectStorePhase(BaseOperator):
+    """Shared plumbing: the workload model, clients and evidence store built once per task."""
+
+    phase = "phase"
+
+    def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.workload = workload
+        self.manifest_path = manifest_path
+
+    # Clients are built inside execute(): no connection lookup at parse time.
+    def _model(self) -> Any:
+        from bascule.workload import ObjectStoreWorkload
+
+        return ObjectStoreWorkload.model_validate(self.workload)
+
+    def _source(self, workload: Any) -> Any:
+        from bascule_airflow import clients
+
+        return clients.blob_container(workload.source.conn_id, workload.source.container)
+
+    def _target(self, workload: Any, bucket: str | None = None) -> Any:
+        from bascule_airflow import clients
+
+        return clients.s3_bucket(
+            workload.target.conn_id, bucket or workload.target.bucket, concurrency=workload.transfer.concurrency
+        )
+
+    def _evidence(self, workload: Any, target: Any) -> Any:
+        from bascule.evidence import EvidenceStore
+
+        return EvidenceStore(target.client, workload.target.bucket, workload.id)
+
+    def _fail_or_retry(self, exc: Exception) -> None:
+        """Re-raise ``exc`` as the right Airflow outcome, with the runbook section."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import StoreAccessError
+
+        advice = f"Runbook: {RUNBOOK}#{self.phase}"
+        if isinstance(exc, StoreAccessError) and exc.retryable:
+            raise exc
+        raise AirflowFailException(f"{exc}\n{advice}") from None
+
+
+class SnapshotOperator(_ObjectStorePhase):
+    """List every source object once into the run's inventory (evidence); XCom gets its key."""
+
+    phase = "snapshot"
+    ui_color = "#eef6e8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.exceptions import BasculeError
+        from bascule.object_phases import snapshot_id_for, take_snapshot
+
+        workload = self._model()
+        target = self._target(workload)
+        snapshot_id = snapshot_id_for(context["run_id"], context["ti"].try_number)
+        self.log.info("taking snapshot %s of %s", snapshot_id, workload.source.container)
+        try:
+            record = take_snapshot(workload, self._source(workload), self._evidence(workload, target), snapshot_id)
+        except BasculeError as exc:
+            self._fail_or_retry(exc)
+            raise
+        self.log.info(
+            "snapshot %s: %d object(s), %.1f MB in %.1f s; inventory %s",
+            snapshot_id, record["objects"], record["bytes"] / 1e6, record["seconds"], record["inventory_key"],
+        )  # fmt: skip
+        return {**record, "too_large": record["too_large"][:20]}
+
+
+class TransferShardOperator(_ObjectStorePhase):
+    """Copy one shard of the snapshot, verified and idempotent. Mapped over the shards."""
+
+    phase = "transfer"
+    ui_color = "#e8eef6"
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, shard_index: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+        self.shard_index = shard_index
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.exceptions import BasculeError
+        from bascule.object_phases import TransferIncomplete, transfer_shard
+
+        workload = self._model()
+        target = self._target(workload)
+        started = time.monotonic()
+
+        def progress(p: Any) -> None:
+            self.log.info("shard %d: %s", self.shard_index, p)
+
+        try:
+            summary = transfer_shard(
+                workload,
+                self._source(workload),
+                target,
+                self._evidence(workload, target),
+                self.snapshot,
+                self.shard_index,
+                context["ti"].try_number,
+                progress=progress,
+            )
+        except TransferIncomplete:
+            raise  # a retry copies only what is missing
+        except BasculeError as exc:
+            self._fail_or_retry(exc)
+            raise
+        self.log.info(
+            "shard %d done in %.1f s: %d copied, %d already there, %.1f MB; report %s",
+            self.shard_index, time.monotonic() - started, summary["copied"], summary["skipped"],
+            summary["bytes"] / 1e6, summary["report_key"],
+        )  # fmt: skip
+        return summary
+
+
+class ValidateOperator(_ObjectStorePhase):
+    """Great Expectations gates: parity (source inventory vs fresh target) and content suites."""
+
+    phase = "validate"
+    ui_color = "#f6f0e8"
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.inventory import read_inventory
+        from bascule.object_phases import describe_problems, prove_parity, run_content_suites
+
+        workload = self._model()
+        source, target = self._source(workload), self._target(workload)
+        evidence = self._evidence(workload, target)
+        sid = self.snapshot["snapshot_id"]
+        base = f"snapshots/{sid}/validate-try{context['ti'].try_number}"
+        report_context = {"workload": workload.id, "snapshot": sid, "run_id": context["run_id"]}
+        parity = prove_parity(
+            workload, read_inventory(evidence, self.snapshot["inventory_key"]), target, evidence, base, report_context
+        )
+        self.log.info("parity over %d object(s): %s", parity.rows, "PASS" if parity.success else "FAIL")
+        content = run_content_suites(workload, source, target, evidence, self.snapshot, base, report_context)
+        for suite in content["suites"]:
+            self.log.info(
+                "content suite %s/%s: %s", suite["suite"], suite["table"], "PASS" if suite["success"] else "FAIL"
+            )
+        result = {
+            "parity": parity.to_dict(),
+            "content": content,
+            "success": parity.success and content["success"],
+        }
+        if not parity.success:
+            raise AirflowFailException(
+                f"parity failed for {len(parity.problems)} object(s): {describe_problems(parity.problems)}. "
+                f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}. Nothing downstream runs. "
+                f"Runbook: {RUNBOOK}#validate"
+            )
+        if not content["success"]:
+            raise AirflowFailException(
+                f"content validation failed: {content['failure_summary']}. Report: {content['report_uri']}. "
+                f"Runbook: {RUNBOOK}#validate"
+            )
+        return result
+
+
+class ShadowRunOperator(_ObjectStorePhase):
+    """Run the workload's shadow jobs on the Azure copy and the Scaleway copy; compare with A/A calibration."""
+
+    phase = "shadow_run"
+    ui_color = "#f0e8f6"
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+
+        from bascule.object_phases import run_shadow_jobs
+
+        workload = self._model()
+        source, target = self._source(workload), self._target(workload)
+        evidence = self._evidence(workload, target)
+        name = f"snapshots/{self.snapshot['snapshot_id']}/shadow-try{context['ti'].try_number}"
+        report, key = run_shadow_jobs(
+            workload, source, target, evidence, name, snapshot=self.snapshot, propagate=(AirflowTaskTimeout,)
+        )
+        for line in report.summary():
+            self.log.info("%s", line)
+        if not report.ok:
+            raise AirflowFailException(
+                f"shadow run found differences between Azure and Scaleway:\n{report.diff_report()}\n"
+                f"Report: {evidence.uri(key[len(evidence.prefix) :])}. Runbook: {RUNBOOK}#shadow_run"
+            )
+        return {"ok": report.ok, "jobs": len(workload.shadow_run.jobs), "report_key": key}
+
+
+def _cutover_body(context: Any) -> str:
+    ti = context["ti"]
+    snapshot = ti.xcom_pull(task_ids="snapshot") or {}
+    shards = [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s]
+    validate = ti.xcom_pull(task_ids="validate") or {}
+    shadow = ti.xcom_pull(task_ids="shadow_run") or {}
+    copied = sum(s["copied"] for s in shards)
+    skipped = sum(s["skipped"] for s in shards)
+    moved = sum(s["bytes"] for s in shards)
+    parity = validate.get("parity", {})
+    content = validate.get("content", {})
+    return "\n".join(
+        [
+            f"### Cutover of snapshot `{snapshot.get('snapshot_id')}`",
+            "",
+            "| evidence | value |",
+            "|---|---|",
+            f"| objects in snapshot | {snapshot.get('objects', 0):,} ({snapshot.get('bytes', 0) / 1e6:,.1f} MB) |",
+            f"| inventory sha256 | `{snapshot.get('inventory_sha256', '')}` |",
+            f"| transfer | {copied:,} copied, {skipped:,} already there, {moved / 1e6:,.1f} MB, {len(shards)} shard(s) |",
+            f"| parity (GX) | {'PASS' if parity.get('success') else 'FAIL'}: {parity.get('objects', 0):,} objects, "
+            f"{parity.get('problems', 0)} problem(s) |",
+            f"| content suites (GX) | {'PASS' if content.get('success') else 'FAIL'}: {len(content.get('suites', []))} table(s) |",
+            f"| shadow run | {'PASS' if shadow.get('ok') else 'FAIL'}: {shadow.get('jobs', 0)} job(s) |",
+            "",
+            f"Reports: parity `{parity.get('report_key')}`, content `{content.get('report_key')}`, "
+            f"shadow `{shadow.get('report_key')}`.",
+            "",
+            "Approving starts the cutover at the next maintenance window: the source is frozen, the delta "
+            "synced and re-verified, then routing switches to Scaleway. Rejecting fails the run; give a reason.",
+        ]
+    )
+
+
+class CutoverApprovalOperator(HITLOperator):
+    """Waits, holding no worker slot, for an approver to Approve or Reject the cutover.
+
+    There is no default option: a timeout fails the run, never approves it.
+    The decision (who, when, reason, the evidence shown) is written to the evidence.
+    """
+
+    APPROVE = "Approve"
+    REJECT = "Reject"
+    ui_color = "#fdf3d8"
+
+    def __init__(self, *, workload: dict[str, Any], **kwargs: Any):
+        approvals = workload["approvals"]
+        # The DAG's own Params (dry_run, rollback) are not questions for the approver.
+        kwargs.pop("params", None)
+        super().__init__(
+            subject=f"Approve the cutover of workload '{workload['id']}' to Scaleway?",
+            options=[self.APPROVE, self.REJECT],
+            multiple=False,
+            defaults=None,
+            assigned_users=[{"id": a, "name": a} for a in approvals["approvers"]],
+            response_timeout=timedelta(minutes=approvals["timeout_minutes"]),
+            params={
+                "reason": Param(
+                    "",
+                    type="string",
+                    title="Reason",
+                    description="Why you approve or reject (recorded with your decision).",
+                )
+            },
+            **kwargs,
+        )
+        self.workload = workload
+
+    def execute(self, context: Any) -> Any:
+        self.body = _cutover_body(context)
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from airflow.providers.standard.exceptions import HITLTimeoutError
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            decision = super().execute_complete(context, event)
+        except HITLTimeoutError:
+            self._record(context, {"decision": "timeout", "at": time.time()})
+            raise AirflowFailException(
+                f"no approval within {self.workload['approvals']['timeout_minutes']} minute(s): "
+                "the cutover does not happen on a timeout. Trigger a new run when approvers are available. "
+                f"Runbook: {RUNBOOK}#approve_cutover"
+            ) from None
+        # The task resumes in a fresh operator: rebuild the body from the XComs it was built from.
+        self.body = _cutover_body(context)
+        chosen = decision["chosen_options"][0]
+        user = decision["responded_by_user"] or {}
+        reason = (decision.get("params_input") or {}).get("reason") or ""
+        record = {
+            "decision": chosen,
+            "user": user.get("name") or user.get("id"),
+            "at": str(decision["responded_at"]),
+            "reason": reason,
+            "evidence_shown": self.body,
+        }
+        self._record(context, record)
+        if chosen != self.APPROVE:
+            raise AirflowFailException(
+                f"cutover rejected by {record['user']} at {record['at']}: {reason or '(no reason given)'}. "
+                "Nothing was cut over."
+            )
+        self.log.info("cutover approved by %s at %s: %s", record["user"], record["at"], reason)
+        return {k: v for k, v in record.items() if k != "evidence_shown"}
+
+    def _record(self, context: Any, record: dict[str, Any]) -> None:
+        from bascule.evidence import EvidenceStore
+        from bascule.workload import ObjectStoreWorkload
+        from bascule_airflow import clients
+
+        workload = ObjectStoreWorkload.model_validate(self.workload)
+        target = clients.s3_bucket(workload.target.conn_id, workload.target.bucket)
+        snapshot = context["ti"].xcom_pull(task_ids="snapshot") or {}
+        evidence = EvidenceStore(target.client, workload.target.bucket, workload.id)
+        name = f"snapshots/{snapshot.get('snapshot_id', 'unknown')}/approval-try{context['ti'].try_number}.json"
+        evidence.put_json(name, record)
+
+
+class WaitForWindowOperator(_ObjectStorePhase):
+    """Wait, deferred (no worker slot), until the workload's maintenance window is open."""
+
+    phase = "wait_for_window"
+    ui_color = "#e8f6f4"
+
+    def execute(self, context: Any) -> None:
+        import pendulum
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        from bascule.workload import next_window_opening
+
+        workload = self._model()
+        now = pendulum.now("UTC")
+        opening = next_window_opening(workload.cutover.window, now)
+        window = workload.cutover.window
+        if opening <= now:
+            self.log.info(
+                "maintenance window is open (%s %s-%s %s)", window.days, window.start, window.end, window.timezone
+            )
+            return
+        self.log.info(
+            "maintenance window closed; waiting (deferred, no worker slot) until %s (%s local)",
+            opening.isoformat(), opening.in_timezone(window.timezone).to_datetime_string(),
+        )  # fmt: skip
+        self.defer(trigger=DateTimeTrigger(moment=opening), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        self.log.info("maintenance window opened")
+
+
+class CutoverOperator(_ObjectStorePhase):
+    """Freeze the source, sync the final delta, re-prove parity, switch routing, smoke-check."""
+
+    phase = "cutover"
+    ui_color = "#f6e8e8"
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.exceptions import BasculeError
+        from bascule.object_phases import TransferIncomplete, cutover
+        from bascule.routing import RoutingRegistry
+        from bascule_airflow import clients
+
+        workload = self._model()
+        source, target = self._source(workload), self._target(workload)
+        try:
+            record = cutover(
+                workload,
+                container_client=clients.container_client(workload.source.conn_id, workload.source.container),
+                source=source,
+                target=target,
+                target_for=lambda bucket: self._target(workload, bucket),
+                evidence=self._evidence(workload, target),
+                routing=RoutingRegistry(target.client, workload.target.bucket),
+                snapshot=self.snapshot,
+                run_id=context["run_id"],
+                attempt=context["ti"].try_number,
+                context={"workload": workload.id, "run_id": context["run_id"]},
+                log=self.log.info,
+            )
+        except TransferIncomplete:
+            raise
+        except BasculeError as exc:
+            self._fail_or_retry(exc)
+            raise
+        _mirror_routing_variable(workload.id, "scaleway", record["routing"])
+        self.log.info(
+            "cutover done: routing -> %s; freeze to switch %.1f s",
+            record["routing"],
+            record["freeze_to_switch_seconds"],
+        )
+        return {k: record[k] for k in ("snapshot_id", "switched_at", "freeze_to_switch_seconds", "routing", "smoke")}
+
+
+class RollbackOperator(_ObjectStorePhase):
+    """Routing back to Azure and the source unfrozen. Idempotent; recorded in the evidence.
+
+    ``when="requested"`` runs when an operator triggers the DAG with the rollback Param;
+    ``when="cutover_failed"`` runs only if the cutover task itself failed.
+    """
+
+    phase = "rollback"
+    ui_color = "#fde8e8"
+    template_fields = ("reason",)
+
+    def __init__(self, *, when: str, reason: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.when = when
+        self.reason = reason
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from bascule.freeze import unfreeze
+        from bascule.routing import RoutingRegistry
+        from bascule_airflow import clients
+
+        if self.when == "cutover_failed":
+            states = context["ti"].get_task_states(
+                dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
+            )
+            cutover_state = states.get(context["run_id"], {}).get("cutover")
+            if cutover_state != "failed":
+                raise AirflowSkipException(f"cutover is {cutover_state}, not failed: nothing to roll back")
+        workload = self._model()
+        target = self._target(workload)
+        routing = RoutingRegistry(target.client, workload.target.bucket)
+        reason = self.reason or ("cutover failed" if self.when == "cutover_failed" else "rollback requested")
+        current, _ = routing.read(workload.id)
+        switched = False
+        if current is not None:
+            current, switched = routing.switch(workload.id, "azure", context["run_id"], reason)
+        released = unfreeze(
+            clients.container_client(workload.source.conn_id, workload.source.container),
+            workload.source.prefix,
+            workload.id,
+        )
+        record = {
+            "when": self.when,
+            "reason": reason,
+            "routing_changed": switched,
+            "live": current.live if current else "azure (never switched)",
+            "leases_released": released.released,
+            "run_id": context["run_id"],
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        evidence = self._evidence(workload, target)
+        evidence.put_json(f"rollbacks/{context['run_id']}-try{context['ti'].try_number}.json", record)
+        if current is not None:
+            _mirror_routing_variable(workload.id, "azure", current.live_location().describe())
+        self.log.info(
+            "rollback: routing %s (live: %s), %d lease(s) released on the source; reason: %s",
+            "switched back to Azure" if switched else "already on Azure", record["live"], released.released, reason,
+        )  # fmt: skip
+        return record
+
+
+class RecordCompletionOperator(_ObjectStorePhase):
+    """The migration's closing record: one evidence file summarising every phase's outcome."""
+
+    phase = "complete"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        workload = self._model()
+        target = self._target(workload)
+        summary = {
+            "workload": workload.id,
+            "run_id": context["run_id"],
+            "snapshot": ti.xcom_pull(task_ids="snapshot"),
+            "transfer": [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s],
+            "validate": ti.xcom_pull(task_ids="validate"),
+            "shadow_run": ti.xcom_pull(task_ids="shadow_run"),
+            "approval": ti.xcom_pull(task_ids="approve_cutover"),
+            "cutover": ti.xcom_pull(task_ids="cutover"),
+        }
+        sid = (summary["snapshot"] or {}).get("snapshot_id", "unknown")
+        key = self._evidence(workload, target).put_json(f"snapshots/{sid}/completed-try{ti.try_number}.json", summary)
+        self.log.info(
+            "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.target.bucket, key
+        )
+        return {"summary_key": key}
+
+
+def _mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
+    """Mirror the routing document in an Airflow Variable, for consumers that read Variables."""
+    import json
+
+    from airflow.sdk import Variable
+
+    Variable.set(f"bascule_routing_{workload_id}", json.dumps({"live": live, "location": location}))
+
+
+def choose_mode(**context: Any) -> str:
+    """Branch: a run triggered with ``rollback=true`` only rolls back."""
+    return "rollback_requested" if context["params"].get("rollback") else "preflight"
+
+
+def not_dry_run(**context: Any) -> bool:
+    return not context["params"].get("dry_run")
