@@ -186,9 +186,18 @@ class Api:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
         answer = self.get(f"{path}?map_index={map_index}&full_content=true")
         content = answer.get("content", "")
-        if isinstance(content, list):
-            return "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content)
-        return str(content)
+        if not isinstance(content, list):
+            return str(content)
+        lines = []
+        for entry in content:
+            if not isinstance(entry, dict):
+                lines.append(str(entry))
+                continue
+            lines.append(str(entry.get("event", "")))
+            # A task's exception comes as structured detail beside its "Task failed" line.
+            for detail in entry.get("error_detail") or []:
+                lines.append(f"{detail.get('exc_type')}: {detail.get('exc_value')}")
+        return "\n".join(lines)
 
 
 def _q(value: str) -> str:

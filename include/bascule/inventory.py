@@ -20,10 +20,11 @@ from datetime import datetime
 from typing import IO, Any
 
 from bascule.evidence import EvidenceStore
+from bascule.parts import MAX_OBJECT_SIZE
 from bascule.storage.base import ObjectInfo
 
 # Scaleway Object Storage refuses objects above 5 TB.
-SCALEWAY_MAX_OBJECT_BYTES = 5 * 1000**4
+SCALEWAY_MAX_OBJECT_BYTES = MAX_OBJECT_SIZE
 INVENTORY_CONTENT_TYPE = "application/x-ndjson+gzip"
 _SPOOL_BYTES = 8 * 1024 * 1024
 

@@ -110,7 +110,7 @@ class TransferShardOperator(_ObjectStorePhase):
         started = time.monotonic()
 
         def progress(p: Any) -> None:
-            self.log.info("shard %d: %s", self.shard_index, p)
+            self.log.info("shard %d: %s", self.shard_index, p.describe())
 
         try:
             summary = transfer_shard(
@@ -411,11 +411,12 @@ class CutoverOperator(_ObjectStorePhase):
             raise
         _mirror_routing_variable(workload.id, "scaleway", record["routing"])
         self.log.info(
-            "cutover done: routing -> %s; freeze to switch %.1f s",
-            record["routing"],
-            record["freeze_to_switch_seconds"],
-        )
-        return {k: record[k] for k in ("snapshot_id", "switched_at", "freeze_to_switch_seconds", "routing", "smoke")}
+            "cutover done: routing -> %s; writes blocked for %.1f s (freezing %.1f s, then %.1f s to the switch)",
+            record["routing"], record["freeze_to_switch_seconds"], record["freeze_seconds"],
+            record["frozen_to_switch_seconds"],
+        )  # fmt: skip
+        keep = ("snapshot_id", "switched_at", "freeze_seconds", "frozen_to_switch_seconds", "freeze_to_switch_seconds")
+        return {k: record[k] for k in (*keep, "routing", "smoke")}
 
 
 class RollbackOperator(_ObjectStorePhase):

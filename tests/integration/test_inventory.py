@@ -83,3 +83,38 @@ def test_shards_partition_every_object_exactly_once() -> None:
     assert sorted(o.key for p in parts for o in p) == sorted(o.key for o in objects)
     assert min(len(p) for p in parts) > 5_000 / 7 * 0.8, "shards should be roughly balanced"
     assert all(shard_of(o.key, 7) == shard_of(o.key, 7) for o in objects[:100])
+
+
+class _FakeSource:
+    """Only what take_snapshot reads: a listing. Sizes this big cannot be made on a stand-in."""
+
+    def __init__(self, objects: list[ObjectInfo]):
+        self._objects = objects
+
+    def iter_objects(self, prefix: str = ""):
+        return iter(self._objects)
+
+    def describe(self) -> str:
+        return "fake container"
+
+
+def test_snapshot_refuses_objects_scaleway_cannot_hold_before_any_byte_moves(store: EvidenceStore) -> None:
+    from pathlib import Path
+
+    from bascule.object_phases import PhaseFailed, take_snapshot
+    from bascule.workload import parse_manifest
+
+    root = Path(__file__).resolve().parents[2]
+    manifest = root / "include" / "workloads" / "snds_extracts.yaml"
+    workload = parse_manifest(manifest, manifest.read_text())
+    huge = ObjectInfo(
+        key="imaging/whole-genome.bam", size=6 * 1000**4, etag="x", last_modified=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    with pytest.raises(PhaseFailed) as refused:
+        take_snapshot(workload, _FakeSource([*_objects(3), huge]), store, "snap-huge")
+    message = str(refused.value)
+    assert "1 object(s) exceed Scaleway's 5 TB object limit" in message
+    assert "'imaging/whole-genome.bam' (6,000,000,000,000 bytes)" in message
+    assert "No byte was moved" in message
+    # The inventory is kept as evidence of what was refused.
+    assert store.read_json(f"{store.prefix}snapshots/snap-huge/snapshot.json")["too_large"][0]["key"] == huge.key
