@@ -104,3 +104,28 @@ def pg_preflight_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with closing(admin_connection()) as admin, admin.cursor() as cur:
         for name in (PF_SOURCE_DB, PF_TARGET_DB):
             cur.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def s3_client(standins: devstack.Ports):
+    """A boto3 client on the S3 stand-in, region fr-par (any key: moto does not check)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{standins.moto}",
+        region_name="fr-par",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+
+
+@pytest.fixture(scope="session")
+def blob_service(standins: devstack.Ports):
+    """The Azure SDK's BlobServiceClient on Azurite's development account."""
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient(
+        devstack.azurite_url(standins.azurite),
+        credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
+    )

@@ -63,6 +63,16 @@ class _ObjectStorePhase(BaseOperator):
         raise AirflowFailException(f"{exc}\n{advice}") from None
 
 
+class _SnapshotPhase(_ObjectStorePhase):
+    """A phase that works on the snapshot: ``snapshot`` is the snapshot task's XCom (resolved at run time)."""
+
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+
 class SnapshotOperator(_ObjectStorePhase):
     """List every source object once into the run's inventory (evidence); XCom gets its key."""
 
@@ -89,16 +99,14 @@ class SnapshotOperator(_ObjectStorePhase):
         return {**record, "too_large": record["too_large"][:20]}
 
 
-class TransferShardOperator(_ObjectStorePhase):
+class TransferShardOperator(_SnapshotPhase):
     """Copy one shard of the snapshot, verified and idempotent. Mapped over the shards."""
 
     phase = "transfer"
     ui_color = "#e8eef6"
-    template_fields = ("snapshot",)
 
-    def __init__(self, *, snapshot: Any, shard_index: int, **kwargs: Any):
+    def __init__(self, *, shard_index: int, **kwargs: Any):
         super().__init__(**kwargs)
-        self.snapshot = snapshot
         self.shard_index = shard_index
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -136,16 +144,11 @@ class TransferShardOperator(_ObjectStorePhase):
         return summary
 
 
-class ValidateOperator(_ObjectStorePhase):
+class ValidateOperator(_SnapshotPhase):
     """Great Expectations gates: parity (source inventory vs fresh target) and content suites."""
 
     phase = "validate"
     ui_color = "#f6f0e8"
-    template_fields = ("snapshot",)
-
-    def __init__(self, *, snapshot: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.snapshot = snapshot
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
@@ -187,16 +190,11 @@ class ValidateOperator(_ObjectStorePhase):
         return result
 
 
-class ShadowRunOperator(_ObjectStorePhase):
+class ShadowRunOperator(_SnapshotPhase):
     """Run the workload's shadow jobs on the Azure copy and the Scaleway copy; compare with A/A calibration."""
 
     phase = "shadow_run"
     ui_color = "#f0e8f6"
-    template_fields = ("snapshot",)
-
-    def __init__(self, *, snapshot: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.snapshot = snapshot
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
@@ -370,16 +368,11 @@ class WaitForWindowOperator(_ObjectStorePhase):
         self.log.info("maintenance window opened")
 
 
-class CutoverOperator(_ObjectStorePhase):
+class CutoverOperator(_SnapshotPhase):
     """Freeze the source, sync the final delta, re-prove parity, switch routing, smoke-check."""
 
     phase = "cutover"
     ui_color = "#f6e8e8"
-    template_fields = ("snapshot",)
-
-    def __init__(self, *, snapshot: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.snapshot = snapshot
 
     def execute(self, context: Any) -> dict[str, Any]:
         from bascule.exceptions import BasculeError

@@ -110,17 +110,33 @@ def test_shipped_dag_settings(shipped_bag, manifest: Path):
     assert dry_run.schema.get("type") == "boolean"
 
 
+# Tasks that touch no network (branching on Params), and the approval gate, whose
+# "retry" would re-ask people and could turn a timeout into a second chance.
+NO_NETWORK_TASKS = {"choose_mode", "stop_if_dry_run"}
+GATES = {"approve_cutover"}
+
+
+def _network_task(task: Any) -> bool:
+    return not _is_invalid_manifest_task(task) and task.task_id not in NO_NETWORK_TASKS | GATES
+
+
 def test_network_tasks_retry_with_a_delay(shipped_bag):
     checked = 0
     for dag in shipped_bag.dags.values():
         for task in dag.tasks:
-            if _is_invalid_manifest_task(task):
+            if not _network_task(task):
                 continue
             checked += 1
             assert task.retries >= 2, f"{dag.dag_id}.{task.task_id}: retries={task.retries}"
             assert task.retry_delay, f"{dag.dag_id}.{task.task_id}: no retry_delay"
     assert checked, "no task checked"
     assert all("preflight" in dag.task_dict for dag in shipped_bag.dags.values())
+
+
+def test_gates_never_retry(shipped_bag):
+    gates = [dag.task_dict[g] for dag in shipped_bag.dags.values() for g in GATES if g in dag.task_dict]
+    assert gates, "the object-store DAG has an approval gate"
+    assert all(gate.retries == 0 for gate in gates)
 
 
 POSTGRES_MANIFEST = """\
@@ -248,7 +264,7 @@ def test_bad_manifest_becomes_an_invalid_manifest_dag(tmp_path, monkeypatch):
     assert [t.task_id for t in invalid.tasks] == ["manifest_invalid"]
     assert _is_invalid_manifest_task(invalid.tasks[0])
     for dag_id in ("migrate_first_workload", "migrate_second_workload"):
-        assert all(t.retries >= 2 and t.retry_delay for t in bag.dags[dag_id].tasks)
+        assert all(t.retries >= 2 and t.retry_delay for t in bag.dags[dag_id].tasks if _network_task(t))
 
 
 def test_invalid_yaml_becomes_an_invalid_manifest_dag(tmp_path, monkeypatch):

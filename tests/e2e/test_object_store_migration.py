@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -52,19 +51,13 @@ def _manifest(workload: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def azure(standins: devstack.Ports) -> BlobServiceClient:
-    return BlobServiceClient(
-        devstack.azurite_url(standins.azurite),
-        credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
-    )
+def azure(blob_service: BlobServiceClient) -> BlobServiceClient:
+    return blob_service
 
 
 @pytest.fixture(scope="module")
-def s3(standins: devstack.Ports):
-    return boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{standins.moto}", region_name="fr-par",
-        aws_access_key_id="x", aws_secret_access_key="y",
-    )  # fmt: skip
+def s3(s3_client):
+    return s3_client
 
 
 @pytest.fixture(scope="module")

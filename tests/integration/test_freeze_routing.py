@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import boto3
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobServiceClient
 
-import devstack
 from bascule.freeze import freeze as freeze_source
 from bascule.freeze import frozen_by, lease_id_for, unfreeze
 from bascule.routing import Location, RoutingConflict, RoutingRegistry
@@ -14,11 +11,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def container(standins: devstack.Ports, request: pytest.FixtureRequest):
-    service = BlobServiceClient(
-        devstack.azurite_url(standins.azurite),
-        credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
-    )
+def container(blob_service, request: pytest.FixtureRequest):
+    service = blob_service
     name = f"freeze-{abs(hash(request.node.name)) % 10**8}"
     client = service.create_container(name, metadata={"owner": "data-platform"})
     for key in ("data/a.csv", "data/b c é.csv", "other/x.csv"):
@@ -58,11 +52,8 @@ def test_lease_id_is_stable_per_workload() -> None:
 
 
 @pytest.fixture
-def registry(standins: devstack.Ports, request: pytest.FixtureRequest) -> RoutingRegistry:
-    client = boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{standins.moto}", region_name="fr-par",
-        aws_access_key_id="x", aws_secret_access_key="y",
-    )  # fmt: skip
+def registry(s3_client, request: pytest.FixtureRequest) -> RoutingRegistry:
+    client = s3_client
     bucket = f"routing-{abs(hash(request.node.name)) % 10**8}"
     client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
     return RoutingRegistry(client, bucket)

@@ -5,10 +5,8 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 
-import devstack
 from bascule.evidence import EvidenceExists, EvidenceStore
 from bascule.inventory import SCALEWAY_MAX_OBJECT_BYTES, read_inventory, shard, shard_of, write_inventory
 from bascule.storage.base import ObjectInfo
@@ -17,11 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(standins: devstack.Ports, request: pytest.FixtureRequest) -> EvidenceStore:
-    client = boto3.client(
-        "s3", endpoint_url=f"http://127.0.0.1:{standins.moto}", region_name="fr-par",
-        aws_access_key_id="x", aws_secret_access_key="y",
-    )  # fmt: skip
+def store(s3_client, request: pytest.FixtureRequest) -> EvidenceStore:
+    client = s3_client
     bucket = f"inv-{abs(hash(request.node.name)) % 10**8}"
     client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
     return EvidenceStore(client, bucket, "demo_workload")
