@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -67,6 +68,12 @@ def migrate(airflow: AirflowStack) -> tuple[str, str, Api]:
 
 
 def up() -> int:
+    # Every demo starts fresh: moto keeps nothing across restarts, so an old Azurite
+    # (with the previous run's freeze leases) and old Airflow state would not match it.
+    if devstack.down(STATE, ("airflow", *devstack.SERVICES)):
+        print("Stopped the previous demo.")
+    for leftover in ("azurite", "moto-tmp", "airflow"):
+        shutil.rmtree(STATE / leftover, ignore_errors=True)
     STATE.mkdir(parents=True, exist_ok=True)
     print("Starting the local stand-ins (Azurite for Azure Blob, moto for Scaleway S3)...")
     devstack.up(STATE, PORTS)
