@@ -94,7 +94,11 @@ def up() -> int:
     if state == "success":
         cutover = api.xcom(DEMO_DAG, run_id, "cutover")
         snapshot = api.xcom(DEMO_DAG, run_id, "snapshot")
-        print(f"\nLive on Scaleway: {cutover['routing']} (freeze to switch {cutover['freeze_to_switch_seconds']} s)")
+        print(
+            f"\nLive on Scaleway: {cutover['routing']}. Source writes blocked for "
+            f"{cutover['freeze_to_switch_seconds']:.0f} s (freezing {cutover['freeze_seconds']:.0f} s, "
+            f"then {cutover['frozen_to_switch_seconds']:.0f} s of delta sync, parity and switch)"
+        )
         print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
         print(f"  (S3 endpoint http://127.0.0.1:{PORTS.moto}, e.g. `aws --endpoint-url ... s3 ls --recursive`)")
     print()
