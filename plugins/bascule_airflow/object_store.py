@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator, Param
@@ -51,7 +51,7 @@ class _ObjectStorePhase(BaseOperator):
 
         return EvidenceStore(target.client, workload.target.bucket, workload.id)
 
-    def _fail_or_retry(self, exc: Exception) -> None:
+    def _fail_or_retry(self, exc: Exception) -> NoReturn:
         """Re-raise ``exc`` as the right Airflow outcome, with the runbook section."""
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -91,7 +91,6 @@ class SnapshotOperator(_ObjectStorePhase):
             record = take_snapshot(workload, self._source(workload), self._evidence(workload, target), snapshot_id)
         except BasculeError as exc:
             self._fail_or_retry(exc)
-            raise
         self.log.info(
             "snapshot %s: %d object(s), %.1f MB in %.1f s; inventory %s",
             snapshot_id, record["objects"], record["bytes"] / 1e6, record["seconds"], record["inventory_key"],
@@ -135,7 +134,6 @@ class TransferShardOperator(_SnapshotPhase):
             raise  # a retry copies only what is missing
         except BasculeError as exc:
             self._fail_or_retry(exc)
-            raise
         self.log.info(
             "shard %d done in %.1f s: %d copied, %d already there, %.1f MB; report %s",
             self.shard_index, time.monotonic() - started, summary["copied"], summary["skipped"],
@@ -401,7 +399,6 @@ class CutoverOperator(_SnapshotPhase):
             raise
         except BasculeError as exc:
             self._fail_or_retry(exc)
-            raise
         _mirror_routing_variable(workload.id, "scaleway", record["routing"])
         self.log.info(
             "cutover done: routing -> %s; writes blocked for %.1f s (freezing %.1f s, then %.1f s to the switch)",

@@ -3,6 +3,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -77,7 +80,15 @@ def test_shards_partition_every_object_exactly_once() -> None:
     parts = [list(shard(objects, i, 7)) for i in range(7)]
     assert sorted(o.key for p in parts for o in p) == sorted(o.key for o in objects)
     assert min(len(p) for p in parts) > 5_000 / 7 * 0.8, "shards should be roughly balanced"
-    assert all(shard_of(o.key, 7) == shard_of(o.key, 7) for o in objects[:100])
+    # Stable across processes (unlike hash(), which Python salts per process): a rerun on
+    # another worker must give every object the same shard.
+    keys = [o.key for o in objects[:200]]
+    script = "import json,sys; from bascule.inventory import shard_of; print(json.dumps([shard_of(k, 7) for k in json.load(sys.stdin)]))"
+    other = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(keys), capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )  # fmt: skip
+    assert json.loads(other.stdout) == [shard_of(k, 7) for k in keys]
 
 
 class _FakeSource:
