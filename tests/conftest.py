@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import devstack  # noqa: E402
+import pgclusters  # noqa: E402
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="bascule-tests-"))
 PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port())
@@ -104,6 +105,20 @@ def pg_preflight_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with closing(admin_connection()) as admin, admin.cursor() as cur:
         for name in (PF_SOURCE_DB, PF_TARGET_DB):
             cur.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def pg_pair(session_dir: Path) -> Iterator[tuple[pgclusters.PgCluster, pgclusters.PgCluster]]:
+    """Two throwaway PostgreSQL clusters (wal_level=logical, password auth): the Azure
+    source and the Scaleway target. Their Airflow connections ``hdh_azure_pg`` and
+    ``hdh_scaleway_pg`` are set in the environment for the session."""
+    source, target = pgclusters.start_pair(session_dir / "pg", devstack.free_port(), devstack.free_port())
+    os.environ.update(pgclusters.airflow_connections(source, target))
+    try:
+        yield source, target
+    finally:
+        source.destroy()
+        target.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -82,19 +82,31 @@ class S3Target(_Strict):
     _prefix = field_validator("prefix")(_check_prefix)
 
 
+QUALIFIED_TABLE_PATTERN = r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$"
+
+
+def _qualified(tables: list[str]) -> list[str]:
+    for table in tables:
+        if not re.fullmatch(QUALIFIED_TABLE_PATTERN, table):
+            raise ValueError(f"table '{table}' must be schema-qualified, e.g. public.patients")
+    return tables
+
+
 class PostgresSource(_Strict):
     conn_id: ConnId
     database: PgIdentifier
     schemas: list[PgIdentifier] = Field(default_factory=lambda: ["public"], min_length=1)
+    # Empty: every table of the schemas.
     tables: list[str] = Field(default_factory=list)
+    # The roles the applications write with: cutover makes them read-only on the source
+    # (default_transaction_read_only) and ends their sessions; rollback restores them.
+    application_roles: list[PgIdentifier] = Field(min_length=1)
+    # Tables without a primary key are refused unless listed here: they replicate with
+    # REPLICA IDENTITY FULL (set on the source at snapshot) and are diffed row by row,
+    # which is slower (docs/workloads.md).
+    tables_without_primary_key: list[str] = Field(default_factory=list)
 
-    @field_validator("tables")
-    @classmethod
-    def _qualified_tables(cls, tables: list[str]) -> list[str]:
-        for table in tables:
-            if not re.fullmatch(r"[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*", table):
-                raise ValueError(f"table '{table}' must be schema-qualified, e.g. public.patients")
-        return tables
+    _tables = field_validator("tables", "tables_without_primary_key")(_qualified)
 
 
 class PostgresTarget(_Strict):
@@ -102,6 +114,28 @@ class PostgresTarget(_Strict):
     database: PgIdentifier
     region: ScalewayRegion
     create_if_missing: bool = False
+
+
+class EvidenceLocation(_Strict):
+    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document."""
+
+    conn_id: ConnId
+    bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
+    region: ScalewayRegion
+    create_if_missing: bool = False
+
+
+class Replication(_Strict):
+    # The change stream must be this close to the source before validation and cutover go on.
+    max_lag_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_lag_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # How long catch-up may take before the run fails and an engineer looks.
+    catch_up_timeout_minutes: int = Field(default=240, ge=1, le=10080)
+
+
+class PostgresTransfer(_Strict):
+    # Tables copied at the same time (mapped tasks running at once).
+    concurrency: int = Field(default=4, ge=1, le=64)
 
 
 class Validation(_Strict):
@@ -112,6 +146,8 @@ class ShadowJob(_Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
     callable: Annotated[str, StringConstraints(pattern=PYTHON_CALLABLE_PATTERN)] | None = None
     query: Annotated[str, StringConstraints(pattern=r"^[\w./-]+\.sql$")] | None = None
+    # SQL results compare as sets unless the query's order is part of its meaning.
+    ordered: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ShadowJob:
@@ -245,6 +281,24 @@ class PostgresWorkload(_WorkloadBase):
     kind: Literal["postgres"]
     source: PostgresSource
     target: PostgresTarget
+    evidence: EvidenceLocation
+    transfer: PostgresTransfer = Field(default_factory=PostgresTransfer)
+    replication: Replication = Field(default_factory=Replication)
+
+    @field_validator("shadow_run")
+    @classmethod
+    def _queries_only(cls, shadow_run: ShadowRun) -> ShadowRun:
+        for job in shadow_run.jobs:
+            if job.query is None:
+                raise ValueError(
+                    f"shadow job '{job.name}': postgres workloads run SQL files from include/sql/ "
+                    "('query: name.sql') on both databases"
+                )
+        return shadow_run
+
+    def slot_name(self) -> str:
+        """Replication slot, publication and subscription share this name (<= 63 chars)."""
+        return f"bascule_{self.id}"[:63]
 
 
 Workload = Annotated[ObjectStoreWorkload | PostgresWorkload, Field(discriminator="kind")]
