@@ -112,8 +112,14 @@ class PgCluster:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def create(self) -> None:
-        """``initdb`` a fresh cluster (the directory is wiped first)."""
+    def create(self, *, tls: bool = False) -> None:
+        """``initdb`` a fresh cluster (the directory is wiped first).
+
+        ``tls=True`` turns on ``ssl`` with a self-signed certificate for 127.0.0.1
+        (``server.crt`` in the data directory, also usable as ``sslrootcert``), as the
+        managed services offer TLS; plain connections are still accepted, so a test
+        can tell a TLS session from a plain one on the same server.
+        """
         if self.directory.exists():
             self.stop()
             shutil.rmtree(self.directory)
@@ -147,6 +153,30 @@ class PgCluster:
             for key, value in {**SERVER_SETTINGS, "port": str(self.port)}.items():
                 conf.write(f"{key} = '{value}'\n")
             conf.write(f"unix_socket_directories = '{self.socket_dir}'\n")
+        if tls:
+            self._make_self_signed_certificate()
+            with open(self.data_dir / "postgresql.auto.conf", "a") as conf:
+                conf.write("ssl = 'on'\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+
+    def _make_self_signed_certificate(self) -> None:
+        cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        result = subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                "-keyout", str(key), "-out", str(cert),
+                "-days", "7", "-subj", f"/CN={self.name}",
+                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl could not make a certificate for '{self.name}':\n{result.stderr[-2000:]}")
+        # The server refuses a key file others can read, and runs as the postgres OS user.
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            server_user = pwd.getpwnam(SUPERUSER)
+            for path in (cert, key):
+                os.chown(path, server_user.pw_uid, server_user.pw_gid)
 
     def start(self, timeout: float = 30.0) -> None:
         result = subprocess.run(

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bascule.exceptions import PreflightError, StoreAccessError
-from bascule.policy import CheckResult, check_bucket_region, check_target_region
+from bascule.policy import (
+    CheckResult,
+    Deployment,
+    PolicyReport,
+    check_bucket_region,
+    check_endpoint_tls,
+    check_target_region,
+    evaluate_bucket_rules,
+    sse_customer_key_problem,
+)
 from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import ObjectStoreWorkload, PostgresWorkload
@@ -24,6 +33,8 @@ class PreflightReport:
     checks: list[CheckResult]
     # True when every failure is of a kind a retry can cure (an endpoint unreachable).
     retryable: bool
+    # The sovereignty/HDS verdict on the target, for the evidence (None: not evaluated).
+    policy: PolicyReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -35,11 +46,14 @@ class PreflightReport:
 
     def summary(self) -> dict[str, Any]:
         """A small, XCom-sized record of the outcome."""
-        return {
+        record: dict[str, Any] = {
             "workload_id": self.workload_id,
             "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
+        if self.policy is not None:
+            record["policy"] = self.policy.to_json()
+        return record
 
 
 class _Collector:
@@ -61,9 +75,9 @@ class _Collector:
         else:
             self._hard_failures += 1
 
-    def report(self, workload_id: str) -> PreflightReport:
+    def report(self, workload_id: str, policy: PolicyReport | None = None) -> PreflightReport:
         return PreflightReport(
-            workload_id, self.checks, retryable=self._transient_failures > 0 and self._hard_failures == 0
+            workload_id, self.checks, retryable=self._transient_failures > 0 and self._hard_failures == 0, policy=policy
         )
 
 
@@ -74,10 +88,34 @@ def preflight_object_store(
     target: S3Bucket,
     *,
     dry_run: bool = False,
+    deployment: Deployment | None = None,
+    sse_customer_key: bytes | None = None,
 ) -> PreflightReport:
-    """``dry_run`` reports what would be created instead of creating it."""
+    """``dry_run`` reports what would be created instead of creating it.
+
+    ``deployment`` (the Airflow Variable ``bascule_deployment``) turns on the
+    sovereignty/HDS rules of :mod:`bascule.policy` on the target bucket;
+    ``sse_customer_key`` is the SSE-C key from its Airflow connection, or None.
+    ``deployment=None`` reports the rules as not evaluated (until the glue passes it).
+    """
     checks = _Collector()
     region_ok = checks.add(check_target_region(workload, manifest_path)).ok
+    policy_checks: list[CheckResult] = []
+    if deployment is None:
+        checks.add(
+            CheckResult(
+                "policy_not_evaluated",
+                True,
+                "sovereignty/HDS rules (TLS, encryption at rest, archive lifecycle, public access) were NOT "
+                "evaluated: no deployment was given to preflight",
+            )
+        )
+        transport_ok = True
+    else:
+        tls = check_endpoint_tls(target.endpoint, target.bucket, deployment=deployment)
+        policy_checks.append(checks.add(tls))
+        # Not even a CreateBucket goes over a connection the policy refuses.
+        transport_ok = tls.ok
 
     try:
         if not source.check_exists():
@@ -116,9 +154,10 @@ def preflight_object_store(
                 "connection's extra to match",
             )
         )
+    may_create = workload.target.create_if_missing and region_ok and transport_ok
     try:
         actual_region = target.region()
-        if actual_region is None and workload.target.create_if_missing and region_ok and dry_run:
+        if actual_region is None and may_create and dry_run:
             checks.add(
                 CheckResult(
                     "target_location_exists",
@@ -126,7 +165,7 @@ def preflight_object_store(
                     f"{target.describe()} does not exist; it would be created in '{expected_region}' (dry run)",
                 )
             )
-        elif actual_region is None and workload.target.create_if_missing and region_ok:
+        elif actual_region is None and may_create:
             target.create(expected_region)
             actual_region = target.region()
             checks.add(
@@ -134,7 +173,7 @@ def preflight_object_store(
             )
         elif actual_region is None:
             hint = (
-                "it will not be created while the region check fails"
+                "it will not be created while the region or TLS check fails"
                 if workload.target.create_if_missing
                 else f"create it in '{expected_region}', or set target.create_if_missing: true in {manifest_path}"
             )
@@ -145,8 +184,61 @@ def preflight_object_store(
             checks.add(check_bucket_region(expected_region, actual_region, target.bucket))
     except StoreAccessError as exc:
         checks.access_failed("target_reachable", exc)
+        actual_region = None
 
+    if deployment is not None:
+        would_be_created = dry_run and actual_region is None and may_create
+        policy_checks += _bucket_policy(checks, workload, target, actual_region, sse_customer_key, would_be_created)
+        return checks.report(workload.id, PolicyReport(target.describe(), deployment, tuple(policy_checks)))
     return checks.report(workload.id)
+
+
+def _bucket_policy(
+    checks: _Collector,
+    workload: ObjectStoreWorkload,
+    target: S3Bucket,
+    actual_region: str | None,
+    sse_customer_key: bytes | None,
+    would_be_created: bool,
+) -> list[CheckResult]:
+    """The bucket-settings rules, on the bucket as it now is (or as it would be created)."""
+    if actual_region is not None:
+        try:
+            return [
+                checks.add(c)
+                for c in evaluate_bucket_rules(
+                    target.client,
+                    target.bucket,
+                    sse_customer_key=sse_customer_key,
+                    sample_prefix=workload.target.prefix,
+                )
+            ]
+        except StoreAccessError as exc:
+            checks.access_failed("policy_target_readable", exc)
+            return [checks.checks[-1]]
+    if not would_be_created:
+        return []  # the bucket is missing and will not be created: target_location_exists says why
+    # A bucket Bascule creates is private, without lifecycle rules, and without default encryption.
+    name = "policy_encryption_at_rest"
+    if sse_customer_key is None:
+        verdict = CheckResult(
+            name,
+            False,
+            f"bucket '{target.bucket}' would be created without default encryption and no SSE-C key was provided: "
+            "health data would be stored unencrypted at rest. Fix: provide the SSE-C key's Airflow connection "
+            "(docs/security.md), or create the bucket yourself with a default encryption (dry run)",
+            {"sse_c": False},
+        )
+    elif problem := sse_customer_key_problem(sse_customer_key, target.bucket):
+        verdict = CheckResult(name, False, f"{problem} (dry run)", {"sse_c": "invalid key"})
+    else:
+        verdict = CheckResult(
+            name,
+            True,
+            f"bucket '{target.bucket}' would be created; objects would be written with SSE-C (dry run)",
+            {"sse_c": True},
+        )
+    return [checks.add(verdict)]
 
 
 class _Cursor(Protocol):
