@@ -178,6 +178,41 @@ class Api:
             {"chosen_options": [option], "params_input": {"reason": reason}},
         )
 
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails")
+
+    def failure_report(self, dag_id: str, run_id: str, tail: int = 3000) -> str:
+        """The states of a run's tasks and the end of each failed task's log, for a test's message."""
+        states = self.task_states(dag_id, run_id)
+        parts = [f"tasks: {states}"]
+        for task, state in states.items():
+            if state == "failed":
+                task_id, _, index = task.partition("[")
+                log = self.task_log(dag_id, run_id, task_id, map_index=int(index.rstrip("]")) if index else -1)
+                parts.append(f"--- {task} log (end) ---\n{log[-tail:]}")
+        return "\n".join(parts)
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], *, downstream: bool = True) -> Any:
+        """Clear tasks of a run (and what depends on them), as an engineer does after a fix."""
+        return self.post(
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            {
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": task_ids,
+                "include_downstream": downstream,
+                "only_failed": False,
+                "reset_dag_runs": True,
+            },
+        )
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
+        """Mark a task by hand (UI "Mark as success/failed")."""
+        return self.patch(
+            f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}",
+            {"new_state": state, "include_upstream": False, "include_downstream": False},
+        )
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
         return self.get(f"{path}?map_index={map_index}")["value"]

@@ -1,11 +1,14 @@
-"""`make demo`: migrate the demo workload end to end on local stand-ins.
+"""`make demo`: migrate the two demo workloads end to end on local stand-ins.
 
-It starts Azurite and moto, seeds the synthetic SNDS-like dataset into Azurite,
-starts Airflow (``airflow standalone``: SQLite, LocalExecutor, UI on 127.0.0.1),
-triggers ``migrate_snds_extracts`` as the ``operator`` user through the REST API,
-waits for the approval gate, approves as ``approver1`` (a different person), waits
-for the cutover, and prints what happened and where the evidence is. The stack
-stays up for exploring; ``make down`` stops all of it.
+It starts Azurite and moto, and two throwaway PostgreSQL clusters (the Azure source
+and the Scaleway target); seeds the synthetic SNDS-like dataset into Azurite and a
+synthetic health registry database into the source cluster; starts Airflow
+(``airflow standalone``: SQLite, LocalExecutor, UI on 127.0.0.1); triggers
+``migrate_snds_extracts`` and ``migrate_hdh_registry`` as the ``operator`` user
+through the REST API while an application keeps writing to the registry; waits for
+the approval gates, approves as ``approver1`` (a different person), waits for the
+cutovers, and prints what happened and where the evidence is. The stack stays up
+for exploring; ``make down`` stops all of it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import time
 
 import devstack
+import pgclusters
 from airflow_stack import AirflowStack, Api
 
 STATE = devstack.DEFAULT_STATE_DIR
@@ -24,15 +28,37 @@ DEMO_WORKLOAD = "snds_extracts"
 DEMO_DAG = f"migrate_{DEMO_WORKLOAD}"
 DEMO_BUCKET = "hdh-snds-extracts"
 PORTS = devstack.Ports(**devstack.DEMO_PORTS)
+PG_WORKLOAD = "hdh_registry"
+PG_DAG = f"migrate_{PG_WORKLOAD}"
+PG_PORTS = (15432, 15433)
+APP_ROLE, APP_PASSWORD = "hdh_app", "demo-app-password"
 
 
-def stack() -> AirflowStack:
+def stack(pg: tuple[pgclusters.PgCluster, pgclusters.PgCluster]) -> AirflowStack:
     return AirflowStack(
         home=STATE / "airflow",
         port=int(os.environ.get("BASCULE_DEMO_API_PORT", "8080")),
         state_dir=STATE,
-        extra_env=devstack.local_connections(PORTS),
+        extra_env={**devstack.local_connections(PORTS), **pgclusters.airflow_connections(*pg)},
     )
+
+
+def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
+    """The synthetic health registry on the source cluster, and the role its application writes with."""
+    from contextlib import closing
+
+    from bascule import synthetic_pg
+
+    with closing(source.connect()) as admin, admin.cursor() as cur:
+        cur.execute(f"create role {APP_ROLE} login password %s", (APP_PASSWORD,))
+        cur.execute(f"create database {PG_WORKLOAD}")
+    with closing(source.connect(PG_WORKLOAD)) as conn:
+        synthetic_pg.create_schema(conn)
+        synthetic_pg.populate(conn, patients=20_000, seed=2026)
+        synthetic_pg.create_application_role(conn, APP_ROLE, APP_PASSWORD, PG_WORKLOAD)
+        with conn.cursor() as cur:
+            cur.execute("select relname, n_live_tup from pg_stat_user_tables where schemaname = 'registry' order by 1")
+            return dict(cur.fetchall())
 
 
 def seed_dataset() -> tuple[int, int]:
@@ -49,69 +75,121 @@ def seed_dataset() -> tuple[int, int]:
     return summary.count, summary.bytes
 
 
-def migrate(airflow: AirflowStack) -> tuple[str, str, Api]:
-    airflow.airflow("dags", "reserialize")
-    operator = airflow.api("operator")
-    operator.unpause(DEMO_DAG)
-    run_id = operator.trigger(DEMO_DAG, {"dry_run": False, "rollback": False}, note="make demo")
-    print(f"Triggered {DEMO_DAG} run {run_id} as 'operator'. Snapshot, transfer, validation, shadow run...")
-    gate = operator.wait_for(DEMO_DAG, run_id, task="approve_cutover", states=("awaiting_input",), timeout=1800)
-    if gate != "awaiting_input":
-        return operator.run_state(DEMO_DAG, run_id), run_id, operator
-    # Airflow 3.3.2 fails a HITL task answered within a second or two of parking it; a
-    # person takes longer, and so does the demo.
-    time.sleep(8)
-    approver = airflow.api("approver1")
-    print("The approval gate is waiting. Approving as 'approver1' (not the user who triggered the run)...")
-    approver.respond(DEMO_DAG, run_id, "approve_cutover", "Approve", "demo: evidence reviewed")
-    return operator.wait_for(DEMO_DAG, run_id, timeout=1800), run_id, operator
+def trigger(operator: Api, dag_id: str) -> str:
+    operator.unpause(dag_id)
+    run_id = operator.trigger(dag_id, {"dry_run": False, "rollback": False}, note="make demo")
+    print(f"Triggered {dag_id} run {run_id} as 'operator'.")
+    return run_id
+
+
+def approve_and_finish(airflow: AirflowStack, operator: Api, dag_id: str, run_id: str) -> str:
+    """Two approvers sign off, one after the other; neither is the operator who triggered the run."""
+    for approver_name in ("approver1", "approver2"):
+        gate = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=1800)
+        if gate != "awaiting_input":
+            return operator.run_state(dag_id, run_id)
+        # Airflow 3.3.2 fails a HITL task answered within a second or two of parking it; a
+        # person takes longer, and so does the demo.
+        time.sleep(8)
+        print(f"{dag_id}: the approval gate is waiting (quorum of 2). Approving as '{approver_name}'...")
+        airflow.api(approver_name).respond(
+            dag_id, run_id, "approve_cutover", "Approve", f"demo: evidence reviewed by {approver_name}"
+        )
+        if approver_name == "approver1":
+            _wait_until_asked_again(operator, dag_id, run_id)
+    return operator.wait_for(dag_id, run_id, timeout=1800)
+
+
+def _wait_until_asked_again(operator: Api, dag_id: str, run_id: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if operator.task_states(dag_id, run_id).get("approve_cutover") == "awaiting_input":
+            if not operator.hitl_detail(dag_id, run_id, "approve_cutover").get("response_received"):
+                return
+        time.sleep(1)
 
 
 def up() -> int:
+    from bascule import synthetic_pg
+
     # Every demo starts fresh: moto keeps nothing across restarts, so an old Azurite
     # (with the previous run's freeze leases) and old Airflow state would not match it.
     if devstack.down(STATE, ("airflow", *devstack.SERVICES)):
         print("Stopped the previous demo.")
-    for leftover in ("azurite", "moto-tmp", "airflow"):
+    pgclusters.stop_pair(STATE)
+    for leftover in ("azurite", "moto-tmp", "airflow", "pg-source", "pg-target"):
         shutil.rmtree(STATE / leftover, ignore_errors=True)
     STATE.mkdir(parents=True, exist_ok=True)
-    print("Starting the local stand-ins (Azurite for Azure Blob, moto for Scaleway S3)...")
+    print("Starting the local stand-ins (Azurite for Azure Blob, moto for Scaleway S3, two PostgreSQL clusters)...")
     devstack.up(STATE, PORTS)
     devstack.write_env_file(STATE / "connections.env", PORTS)
+    pg = pgclusters.start_pair(STATE, *PG_PORTS)
     count, size = seed_dataset()
     print(
         f"Seeded {count:,} synthetic SNDS-like objects ({size / 1e6:,.1f} MB) into Azurite container 'snds-extracts'."
     )
-    airflow = stack()
+    rows = seed_registry(pg[0])
+    print(f"Seeded database '{PG_WORKLOAD}' on the source cluster (port {PG_PORTS[0]}): {rows}")
+    airflow = stack(pg)
     print("Starting Airflow (standalone, SQLite metadata DB)...")
     airflow.start()
-    state, run_id, api = migrate(airflow)
+    airflow.airflow("dags", "reserialize")
+    operator = airflow.api("operator")
+    writer = synthetic_pg.Writer(
+        pg[0].dsn(PG_WORKLOAD, user=APP_ROLE, password=APP_PASSWORD), STATE / "writes.jsonl", seed=1
+    )
+    writer.start()
+    print(f"An application is writing to '{PG_WORKLOAD}' as '{APP_ROLE}' throughout the migration.")
+    runs = {DEMO_DAG: trigger(operator, DEMO_DAG), PG_DAG: trigger(operator, PG_DAG)}
+    try:
+        states = {PG_DAG: approve_and_finish(airflow, operator, PG_DAG, runs[PG_DAG])}
+    finally:
+        writer.stop()
+    states[DEMO_DAG] = approve_and_finish(airflow, operator, DEMO_DAG, runs[DEMO_DAG])
 
-    print()
-    print(f"Run {run_id} of {DEMO_DAG}: {state.upper()}")
-    for task, task_state in api.task_states(DEMO_DAG, run_id).items():
-        print(f"  {task:<32} {task_state}")
-    if state == "success":
-        cutover = api.xcom(DEMO_DAG, run_id, "cutover")
-        snapshot = api.xcom(DEMO_DAG, run_id, "snapshot")
+    for dag_id, run_id in runs.items():
+        print()
+        print(f"Run {run_id} of {dag_id}: {states[dag_id].upper()}")
+        for task, task_state in operator.task_states(dag_id, run_id).items():
+            print(f"  {task:<32} {task_state}")
+    if states[DEMO_DAG] == "success":
+        cutover = operator.xcom(DEMO_DAG, runs[DEMO_DAG], "cutover")
+        snapshot = operator.xcom(DEMO_DAG, runs[DEMO_DAG], "snapshot")
         print(
-            f"\nLive on Scaleway: {cutover['routing']}. Source writes blocked for "
+            f"\n{DEMO_WORKLOAD}: live on Scaleway: {cutover['routing']}. Source writes blocked for "
             f"{cutover['freeze_to_switch_seconds']:.0f} s (freezing {cutover['freeze_seconds']:.0f} s, "
             f"then {cutover['frozen_to_switch_seconds']:.0f} s of delta sync, parity and switch)"
         )
         print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
-        print(f"  (S3 endpoint http://127.0.0.1:{PORTS.moto}, e.g. `aws --endpoint-url ... s3 ls --recursive`)")
+    if states[PG_DAG] == "success":
+        cutover = operator.xcom(PG_DAG, runs[PG_DAG], "cutover")
+        from contextlib import closing
+
+        with closing(pg[1].connect(PG_WORKLOAD)) as conn:
+            missing = synthetic_pg.check_target(conn, STATE / "writes.jsonl")
+        print(
+            f"\n{PG_WORKLOAD}: live on Scaleway: {cutover['routing']}. Application writes frozen for "
+            f"{cutover['freeze_window_seconds']:.1f} s (freeze -> switch). The application's "
+            f"{writer.acknowledged():,} acknowledged writes: "
+            + ("all on the target." if not missing else f"{len(missing)} MISSING: {missing[:5]}")
+        )
+        print(f"Evidence: s3://hdh-migration-evidence/_bascule/{PG_WORKLOAD}/")
+        if missing:
+            states[PG_DAG] = "failed"
+    print(f"  (S3 endpoint http://127.0.0.1:{PORTS.moto}, e.g. `aws --endpoint-url ... s3 ls --recursive`)")
     print()
-    print(f"Airflow UI: {airflow.url}  (DAG: {airflow.url}/dags/{DEMO_DAG})")
+    print(f"Airflow UI: {airflow.url}  (DAGs: {airflow.url}/dags/{DEMO_DAG}, {airflow.url}/dags/{PG_DAG})")
     logins = airflow.passwords()
     print("Logins: " + ", ".join(f"{user} / {logins.get(user, '?')}" for user in logins))
     print(f"Stand-ins: Azure Blob {devstack.azurite_url(PORTS.azurite)}, S3 http://127.0.0.1:{PORTS.moto} (fr-par)")
+    print(f"PostgreSQL: source 127.0.0.1:{PG_PORTS[0]}, target 127.0.0.1:{PG_PORTS[1]} (passwords in {STATE}/pg-*/)")
     print(f"Logs and state: {STATE}.  Stop everything with: make down")
-    return 0 if state == "success" else 1
+    return 0 if all(state == "success" for state in states.values()) else 1
 
 
 def down() -> int:
     stopped = devstack.down(STATE, ("airflow", *devstack.SERVICES))
+    pgclusters.stop_pair(STATE)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 

@@ -64,12 +64,8 @@ def airflow_db(session_dir: Path) -> Path:
     return Path(os.environ["AIRFLOW_HOME"])
 
 
-PF_SOURCE_DB = "bascule_pf_source"
-PF_TARGET_DB = "bascule_pf_target"
-
-
 def admin_connection():
-    """The machine's PostgreSQL (trust auth on 127.0.0.1:5432), in autocommit."""
+    """The machine's own PostgreSQL (trust auth on 127.0.0.1:5432, wal_level=replica), in autocommit."""
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
@@ -77,34 +73,41 @@ def admin_connection():
     return conn
 
 
-def _pg_conn(database: str, port: int = 5432) -> str:
-    return json.dumps(
-        {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "postgres", "schema": database}
-    )
+PF_SOURCE_DB = "bascule_pf_source"
+PF_TARGET_DB = "bascule_pf_target"
+PF_APP_ROLE = "pf_app"
 
 
 @pytest.fixture
-def pg_preflight_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A source database with schema ``catalogue``, no target database, and three connections:
-    ``pf_pg_source``/``pf_pg_target`` to the server, ``pf_pg_nowhere`` to a closed port."""
-    import psycopg2
-
-    with closing(admin_connection()) as admin, admin.cursor() as cur:
-        for name in (PF_SOURCE_DB, PF_TARGET_DB):
-            cur.execute(f"drop database if exists {name} with (force)")
+def pg_preflight_databases(
+    pg_pair: tuple[pgclusters.PgCluster, pgclusters.PgCluster], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """On the throwaway clusters: a source database with schema ``catalogue`` and the role
+    ``pf_app``, no target database, and connections ``pf_pg_source``/``pf_pg_target`` to the
+    servers, ``pf_pg_nowhere`` to a closed port, ``pf_pg_badpass`` with a wrong password."""
+    source, target = pg_pair
+    for cluster in (source, target):
+        with closing(cluster.connect()) as admin, admin.cursor() as cur:
+            for name in (PF_SOURCE_DB, PF_TARGET_DB):
+                cur.execute(f"drop database if exists {name} with (force)")
+    with closing(source.connect()) as admin, admin.cursor() as cur:
         cur.execute(f"create database {PF_SOURCE_DB}")
-    with closing(psycopg2.connect(host="127.0.0.1", user="postgres", dbname=PF_SOURCE_DB)) as conn:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("create schema catalogue; create table catalogue.projects (id bigint primary key)")
+        cur.execute("select 1 from pg_roles where rolname = %s", (PF_APP_ROLE,))
+        if cur.fetchone() is None:
+            cur.execute(f"create role {PF_APP_ROLE} login")
+    with closing(source.connect(PF_SOURCE_DB)) as conn, conn.cursor() as cur:
+        cur.execute("create schema catalogue; create table catalogue.projects (id bigint primary key)")
     # The connection names the server; the manifest names the database to migrate.
-    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_SOURCE", _pg_conn("postgres"))
-    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_TARGET", _pg_conn("postgres"))
-    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_NOWHERE", _pg_conn("postgres", port=devstack.free_port()))
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_SOURCE", source.airflow_connection())
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_TARGET", target.airflow_connection())
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_BADPASS", source.airflow_connection(password="not-the-password"))
+    nowhere = pgclusters.PgCluster("nowhere", source.directory, devstack.free_port())
+    monkeypatch.setenv("AIRFLOW_CONN_PF_PG_NOWHERE", nowhere.airflow_connection())
     yield
-    with closing(admin_connection()) as admin, admin.cursor() as cur:
-        for name in (PF_SOURCE_DB, PF_TARGET_DB):
-            cur.execute(f"drop database if exists {name} with (force)")
+    for cluster in (source, target):
+        with closing(cluster.connect()) as admin, admin.cursor() as cur:
+            for name in (PF_SOURCE_DB, PF_TARGET_DB):
+                cur.execute(f"drop database if exists {name} with (force)")
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,10 @@ class EvidenceStore:
         self.bucket = bucket
         self.prefix = f"{EVIDENCE_ROOT}{workload_id}/"
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
     def uri(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
@@ -62,6 +66,17 @@ class EvidenceStore:
         except ClientError as exc:
             raise self._error(exc, key) from None
         return key
+
+    def keys(self, name_prefix: str = "") -> list[tuple[str, Any]]:
+        """(key, last modified) of the evidence files whose name starts with ``name_prefix``."""
+        found: list[tuple[str, Any]] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + name_prefix):
+                found.extend((o["Key"], o["LastModified"]) for o in page.get("Contents", []))
+        except ClientError as exc:
+            raise self._error(exc, self.prefix + name_prefix) from None
+        return found
 
     def exists(self, name: str) -> bool:
         try:

@@ -68,3 +68,53 @@ def classify_postgres_error(exc: Exception) -> StoreAccessError:
     if "does not exist" in str(exc):
         return StoreAccessError(f"{text}; check the database named in the connection or manifest", retryable=False)
     return StoreAccessError(text, retryable=False)
+
+
+def pg_params(conn_id: str, database: str) -> Any:
+    """libpq parameters for ``database`` on the connection's server, from the Airflow connection.
+
+    The domain streams COPY between two psycopg2 connections and runs pg_dump, so it
+    needs the parameters rather than the hook's (psycopg 3) connection object.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from bascule.pg_copy import LibpqParams
+
+    conn = PostgresHook(postgres_conn_id=conn_id).connection
+    extra = conn.extra_dejson
+    return LibpqParams(
+        host=conn.host or "localhost",
+        port=int(conn.port or 5432),
+        user=conn.login or "",
+        password=conn.password or "",
+        dbname=database,
+        sslmode=extra.get("sslmode"),
+    )
+
+
+def postgres_sides(workload: Any) -> Any:
+    """Source and target of a postgres workload, as the domain's ``PgSides``."""
+    import psycopg2
+
+    from bascule.pg_phases import PgSides, connect_kwargs
+
+    source = pg_params(workload.source.conn_id, workload.source.database)
+    target = pg_params(workload.target.conn_id, workload.target.database)
+    return PgSides(
+        source=lambda: psycopg2.connect(**connect_kwargs(source)),
+        target=lambda: psycopg2.connect(**connect_kwargs(target)),
+        source_for_subscription=source,
+        source_params=source,
+        target_params=target,
+    )
+
+
+def evidence_store(workload: Any) -> Any:
+    """The workload's evidence store: the target bucket (objects) or the evidence bucket (postgres)."""
+    from bascule.evidence import EvidenceStore
+
+    if workload.kind == "postgres":
+        bucket = s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+        return EvidenceStore(bucket.client, workload.evidence.bucket, workload.id)
+    bucket = s3_bucket(workload.target.conn_id, workload.target.bucket)
+    return EvidenceStore(bucket.client, workload.target.bucket, workload.id)

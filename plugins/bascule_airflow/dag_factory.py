@@ -53,16 +53,17 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
             description="Preflight only, reporting what it would create: nothing is created and no byte moves.",
         ),
     }
-    if isinstance(workload, ObjectStoreWorkload):
-        params["rollback"] = Param(
-            False,
-            type="boolean",
-            title="Roll back",
-            description="Only roll back: routing back to Azure and the source unfrozen. No migration runs.",
-        )
-        params["rollback_reason"] = Param(
-            "", type="string", title="Rollback reason", description="Recorded in the evidence with the rollback."
-        )
+    # Both kinds can be rolled back on demand.
+    params["rollback"] = Param(
+        False,
+        type="boolean",
+        title="Roll back",
+        description="Only roll back: routing back to Azure and the source unfrozen (for a database, "
+        "its application roles writable again). No migration runs.",
+    )
+    params["rollback_reason"] = Param(
+        "", type="string", title="Rollback reason", description="Recorded in the evidence with the rollback."
+    )
     with DAG(
         dag_id=f"migrate_{workload.id}",
         description=workload.description[:200],
@@ -86,6 +87,8 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         )
         if isinstance(workload, ObjectStoreWorkload):
             _object_store_phases(workload, manifest.path, preflight)
+        else:
+            _postgres_phases(workload, manifest.path, preflight)
     return dag
 
 
@@ -95,6 +98,8 @@ def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: P
     from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
 
     from bascule_airflow import object_store as ops
+    from bascule_airflow.approval import CutoverApprovalOperator
+    from bascule_airflow.evidence_records import VerifyEvidenceOperator
 
     common = {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
     choose_mode = BranchPythonOperator(
@@ -120,7 +125,7 @@ def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: P
     ).expand(shard_index=list(range(workload.transfer.shards)))
     validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
     shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    approve_cutover = ops.CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
+    approve_cutover = CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
     wait_for_window = ops.WaitForWindowOperator(task_id="wait_for_window", **common, **NETWORK_TASK_ARGS)
     cutover = ops.CutoverOperator(task_id="cutover", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
     rollback_after_failed_cutover = ops.RollbackOperator(
@@ -145,6 +150,87 @@ def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: P
         >> cutover
     )
     cutover >> [complete, rollback_after_failed_cutover]
+    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **common, **NETWORK_TASK_ARGS)
+
+
+def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: PreflightOperator) -> None:
+    """preflight -> snapshot -> schema_pre_data -> copy_table[tables] -> schema_post_data
+    -> start_replication -> catch_up -> validate -> shadow_run -> approve_cutover
+    -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
+    from airflow.providers.standard.operators.python import (
+        BranchPythonOperator,
+        PythonOperator,
+        ShortCircuitOperator,
+    )
+
+    from bascule_airflow import object_store as shared
+    from bascule_airflow import postgres as ops
+    from bascule_airflow.approval import CutoverApprovalOperator
+    from bascule_airflow.evidence_records import VerifyEvidenceOperator
+
+    common = {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
+    choose_mode = BranchPythonOperator(
+        task_id="choose_mode",
+        python_callable=shared.choose_mode,
+        doc_md="Migrate, or only roll back when triggered with rollback=true.",
+    )
+    rollback_requested = ops.PgRollbackOperator(
+        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}", **common,
+        **NETWORK_TASK_ARGS,
+    )  # fmt: skip
+    stop_if_dry_run = ShortCircuitOperator(
+        task_id="stop_if_dry_run", python_callable=shared.not_dry_run, doc_md="A dry run ends after preflight."
+    )
+    snapshot = ops.PgSnapshotOperator(task_id="snapshot", **common, **NETWORK_TASK_ARGS)
+    pre_data = ops.SchemaSectionOperator(
+        task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+    )
+    plan_copy = PythonOperator(
+        task_id="plan_copy",
+        python_callable=ops.tables_largest_first,
+        op_kwargs={"snapshot": snapshot.output},
+        doc_md="One copy task per table, largest first.",
+    )
+    copy_table = ops.CopyTableOperator.partial(
+        task_id="copy_table",
+        snapshot=snapshot.output,
+        max_active_tis_per_dagrun=workload.transfer.concurrency,
+        **common,
+        **NETWORK_TASK_ARGS,
+    ).expand(table=plan_copy.output)
+    post_data = ops.SchemaSectionOperator(
+        task_id="schema_post_data", section="post-data", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+    )
+    start_replication = ops.StartReplicationOperator(
+        task_id="start_replication", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+    )
+    catch_up = ops.CatchUpOperator(
+        task_id="catch_up", snapshot=snapshot.output, copies=copy_table.output, **common, **NETWORK_TASK_ARGS
+    )
+    validate = ops.PgValidateOperator(task_id="validate", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    shadow_run = ops.PgShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    approve_cutover = CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
+    wait_for_window = shared.WaitForWindowOperator(task_id="wait_for_window", **common, **NETWORK_TASK_ARGS)
+    cutover = ops.PgCutoverOperator(task_id="cutover", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    rollback_after_failed_cutover = ops.PgRollbackOperator(
+        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", **common,
+        **NETWORK_TASK_ARGS,
+    )  # fmt: skip
+    complete = ops.PgCompleteOperator(task_id="complete", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    release_replication = ops.ReleaseReplicationOperator(
+        task_id="release_replication",
+        trigger_rule="one_failed",
+        doc_md="Runs only when the migration stops before cutover: no replication slot is left on the source.",
+        **common,
+        **NETWORK_TASK_ARGS,
+    )
+
+    choose_mode >> [preflight, rollback_requested]
+    preflight >> stop_if_dry_run >> snapshot >> pre_data >> plan_copy >> copy_table >> post_data
+    post_data >> start_replication >> catch_up >> validate >> shadow_run >> approve_cutover
+    approve_cutover >> wait_for_window >> cutover >> [complete, rollback_after_failed_cutover]
+    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **common, **NETWORK_TASK_ARGS)
+    [start_replication, catch_up, validate, shadow_run, approve_cutover, wait_for_window] >> release_replication
 
 
 def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:

@@ -9,11 +9,12 @@ fault raises normally so the task's retries apply.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from typing import Any, NoReturn
 
-from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import BaseOperator, Param
+from airflow.sdk import BaseOperator
+
+from bascule_airflow.approval import GateNotApproved, verify_quorum
+from bascule_airflow.evidence_records import append, chain_for
 
 RUNBOOK = "docs/runbooks.md"
 
@@ -95,6 +96,12 @@ class SnapshotOperator(_ObjectStorePhase):
             "snapshot %s: %d object(s), %.1f MB in %.1f s; inventory %s",
             snapshot_id, record["objects"], record["bytes"] / 1e6, record["seconds"], record["inventory_key"],
         )  # fmt: skip
+        append(
+            context, self.workload, "inventory",
+            {"objects": record["objects"], "bytes": record["bytes"], "snapshot_id": snapshot_id,
+             "inventory_sha256": record.get("inventory_sha256")},
+            [record["inventory_key"]],
+        )  # fmt: skip
         return {**record, "too_large": record["too_large"][:20]}
 
 
@@ -139,6 +146,12 @@ class TransferShardOperator(_SnapshotPhase):
             self.shard_index, time.monotonic() - started, summary["copied"], summary["skipped"],
             summary["bytes"] / 1e6, summary["report_key"],
         )  # fmt: skip
+        append(
+            context, self.workload, "transfer_report",
+            {"shard": self.shard_index, "copied": summary["copied"], "skipped": summary["skipped"],
+             "bytes": summary["bytes"], "success": True},
+            [summary["report_key"]],
+        )  # fmt: skip
         return summary
 
 
@@ -174,6 +187,13 @@ class ValidateOperator(_SnapshotPhase):
             "content": content,
             "success": parity.success and content["success"],
         }
+        append(
+            context, self.workload, "validation",
+            {"success": result["success"], "parity_objects": parity.rows, "parity_problems": len(parity.problems),
+             "content_success": content["success"],
+             "summary": "parity and content suites passed" if result["success"] else "validation failed"},
+            [parity.report_key, content.get("report_key") or ""],
+        )  # fmt: skip
         if not parity.success:
             raise AirflowFailException(
                 f"parity failed for {len(parity.problems)} object(s): {describe_problems(parity.problems)}. "
@@ -208,6 +228,11 @@ class ShadowRunOperator(_SnapshotPhase):
         )
         for line in report.summary():
             self.log.info("%s", line)
+        append(
+            context, self.workload, "shadow_run",
+            {"success": report.ok, "jobs": len(workload.shadow_run.jobs), "summary": "; ".join(report.summary())[:2000]},
+            [key],
+        )  # fmt: skip
         if not report.ok:
             raise AirflowFailException(
                 f"shadow run found differences between Azure and Scaleway:\n{report.diff_report()}\n"
@@ -216,7 +241,7 @@ class ShadowRunOperator(_SnapshotPhase):
         return {"ok": report.ok, "jobs": len(workload.shadow_run.jobs), "report_key": key}
 
 
-def _cutover_body(context: Any) -> str:
+def cutover_body(context: Any) -> str:
     ti = context["ti"]
     snapshot = ti.xcom_pull(task_ids="snapshot") or {}
     shards = [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s]
@@ -250,89 +275,13 @@ def _cutover_body(context: Any) -> str:
     )
 
 
-class CutoverApprovalOperator(HITLOperator):
-    """Waits, holding no worker slot, for an approver to Approve or Reject the cutover.
+def workload_model(workload: dict[str, Any]) -> Any:
+    """The validated manifest model of either kind, from its JSON form."""
+    from bascule.workload import ObjectStoreWorkload, PostgresWorkload
 
-    There is no default option: a timeout fails the run, never approves it.
-    The decision (who, when, reason, the evidence shown) is written to the evidence.
-    """
-
-    APPROVE = "Approve"
-    REJECT = "Reject"
-    ui_color = "#fdf3d8"
-
-    def __init__(self, *, workload: dict[str, Any], **kwargs: Any):
-        approvals = workload["approvals"]
-        # The DAG's own Params (dry_run, rollback) are not questions for the approver.
-        kwargs.pop("params", None)
-        super().__init__(
-            subject=f"Approve the cutover of workload '{workload['id']}' to Scaleway?",
-            options=[self.APPROVE, self.REJECT],
-            multiple=False,
-            defaults=None,
-            assigned_users=[{"id": a, "name": a} for a in approvals["approvers"]],
-            response_timeout=timedelta(minutes=approvals["timeout_minutes"]),
-            params={
-                "reason": Param(
-                    "",
-                    type="string",
-                    title="Reason",
-                    description="Why you approve or reject (recorded with your decision).",
-                )
-            },
-            **kwargs,
-        )
-        self.workload = workload
-
-    def execute(self, context: Any) -> Any:
-        self.body = _cutover_body(context)
-        return super().execute(context)
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        from airflow.providers.standard.exceptions import HITLTimeoutError
-        from airflow.sdk.exceptions import AirflowFailException
-
-        try:
-            decision = super().execute_complete(context, event)
-        except HITLTimeoutError:
-            self._record(context, {"decision": "timeout", "at": time.time()})
-            raise AirflowFailException(
-                f"no approval within {self.workload['approvals']['timeout_minutes']} minute(s): "
-                "the cutover does not happen on a timeout. Trigger a new run when approvers are available. "
-                f"Runbook: {RUNBOOK}#approve_cutover"
-            ) from None
-        # The task resumes in a fresh operator: rebuild the body from the XComs it was built from.
-        self.body = _cutover_body(context)
-        chosen = decision["chosen_options"][0]
-        user = decision["responded_by_user"] or {}
-        reason = (decision.get("params_input") or {}).get("reason") or ""
-        record = {
-            "decision": chosen,
-            "user": user.get("name") or user.get("id"),
-            "at": str(decision["responded_at"]),
-            "reason": reason,
-            "evidence_shown": self.body,
-        }
-        self._record(context, record)
-        if chosen != self.APPROVE:
-            raise AirflowFailException(
-                f"cutover rejected by {record['user']} at {record['at']}: {reason or '(no reason given)'}. "
-                "Nothing was cut over."
-            )
-        self.log.info("cutover approved by %s at %s: %s", record["user"], record["at"], reason)
-        return {k: v for k, v in record.items() if k != "evidence_shown"}
-
-    def _record(self, context: Any, record: dict[str, Any]) -> None:
-        from bascule.evidence import EvidenceStore
-        from bascule.workload import ObjectStoreWorkload
-        from bascule_airflow import clients
-
-        workload = ObjectStoreWorkload.model_validate(self.workload)
-        target = clients.s3_bucket(workload.target.conn_id, workload.target.bucket)
-        snapshot = context["ti"].xcom_pull(task_ids="snapshot") or {}
-        evidence = EvidenceStore(target.client, workload.target.bucket, workload.id)
-        name = f"snapshots/{snapshot.get('snapshot_id', 'unknown')}/approval-try{context['ti'].try_number}.json"
-        evidence.put_json(name, record)
+    if workload["kind"] == "postgres":
+        return PostgresWorkload.model_validate(workload)
+    return ObjectStoreWorkload.model_validate(workload)
 
 
 class WaitForWindowOperator(_ObjectStorePhase):
@@ -347,7 +296,7 @@ class WaitForWindowOperator(_ObjectStorePhase):
 
         from bascule.workload import next_window_opening
 
-        workload = self._model()
+        workload = workload_model(self.workload)
         now = pendulum.now("UTC")
         opening = next_window_opening(workload.cutover.window, now)
         window = workload.cutover.window
@@ -373,11 +322,18 @@ class CutoverOperator(_SnapshotPhase):
     ui_color = "#f6e8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from bascule.exceptions import BasculeError
         from bascule.object_phases import TransferIncomplete, cutover
         from bascule.routing import RoutingRegistry
         from bascule_airflow import clients
 
+        try:
+            approval = verify_quorum(context, self.workload)
+        except GateNotApproved as exc:
+            raise AirflowFailException(str(exc)) from None
+        self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
         workload = self._model()
         source, target = self._source(workload), self._target(workload)
         try:
@@ -399,14 +355,20 @@ class CutoverOperator(_SnapshotPhase):
             raise
         except BasculeError as exc:
             self._fail_or_retry(exc)
-        _mirror_routing_variable(workload.id, "scaleway", record["routing"])
+        mirror_routing_variable(workload.id, "scaleway", record["routing"])
         self.log.info(
             "cutover done: routing -> %s; writes blocked for %.1f s (freezing %.1f s, then %.1f s to the switch)",
             record["routing"], record["freeze_to_switch_seconds"], record["freeze_seconds"],
             record["frozen_to_switch_seconds"],
         )  # fmt: skip
         keep = ("snapshot_id", "switched_at", "freeze_seconds", "frozen_to_switch_seconds", "freeze_to_switch_seconds")
-        return {k: record[k] for k in (*keep, "routing", "smoke")}
+        result = {k: record[k] for k in (*keep, "routing", "smoke")}
+        append(
+            context, self.workload, "cutover",
+            {**{k: record.get(k) for k in keep}, "routing": record["routing"], "frozen_at": record.get("frozen_at"),
+             "approved_by": approval["approved_by"], "evidence_digest": approval["evidence_digest"]},
+        )  # fmt: skip
+        return result
 
 
 class RollbackOperator(_ObjectStorePhase):
@@ -462,9 +424,12 @@ class RollbackOperator(_ObjectStorePhase):
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         evidence = self._evidence(workload, target)
-        evidence.put_json(f"rollbacks/{context['run_id']}-try{context['ti'].try_number}.json", record)
+        key = evidence.put_json(f"rollbacks/{context['run_id']}-try{context['ti'].try_number}.json", record)
+        append(context, self.workload, "rollback", record, [key])
+        if self.when == "requested":
+            chain_for(self.workload, context["run_id"]).seal(self.task_id)
         if current is not None:
-            _mirror_routing_variable(workload.id, "azure", current.live_location().describe())
+            mirror_routing_variable(workload.id, "azure", current.live_location().describe())
         self.log.info(
             "rollback: routing %s (live: %s), %d lease(s) released on the source; reason: %s",
             "switched back to Azure" if switched else "already on Azure", record["live"], released.released, reason,
@@ -493,13 +458,14 @@ class RecordCompletionOperator(_ObjectStorePhase):
         }
         sid = (summary["snapshot"] or {}).get("snapshot_id", "unknown")
         key = self._evidence(workload, target).put_json(f"snapshots/{sid}/completed-try{ti.try_number}.json", summary)
+        append(context, self.workload, "note", {"summary": f"migration of {workload.id} complete"}, [key])
         self.log.info(
             "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.target.bucket, key
         )
         return {"summary_key": key}
 
 
-def _mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
+def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
     """Mirror the routing document in an Airflow Variable, for consumers that read Variables."""
     import json
 

@@ -54,6 +54,8 @@ class PreflightOperator(BaseOperator):
                 clients.classify_postgres_error,
                 dry_run=dry_run,
             )
+            if report.ok:
+                report = _with_database_checks(report, pg, self.manifest_path, dry_run)
 
         for check in report.checks:
             self.log.info("%s %s: %s", "PASS" if check.ok else "FAIL", check.name, check.detail)
@@ -68,6 +70,19 @@ class PreflightOperator(BaseOperator):
                 raise PreflightError(exc.workload_id, [*exc.failures, advice]) from None
             raise AirflowFailException(f"{exc}\n{advice}") from None
         return report.summary()
+
+
+def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_run: bool) -> Any:
+    """Both servers answer: now check replication readiness, keys, roles and the evidence bucket."""
+    from bascule.pg_phases import preflight_checks
+    from bascule.preflight import PreflightReport
+    from bascule_airflow import clients
+
+    evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+    extra = preflight_checks(
+        workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run
+    )
+    return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
 
 
 def _as_bool(value: Any) -> bool:

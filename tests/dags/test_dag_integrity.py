@@ -112,7 +112,7 @@ def test_shipped_dag_settings(shipped_bag, manifest: Path):
 
 # Tasks that touch no network (branching on Params), and the approval gate, whose
 # "retry" would re-ask people and could turn a timeout into a second chance.
-NO_NETWORK_TASKS = {"choose_mode", "stop_if_dry_run"}
+NO_NETWORK_TASKS = {"choose_mode", "stop_if_dry_run", "plan_copy"}
 GATES = {"approve_cutover"}
 
 
@@ -149,9 +149,14 @@ source:
   database: registry
   schemas: [catalogue]
   tables: [catalogue.datasets, catalogue.variables]
+  application_roles: [registry_app]
 target:
   conn_id: hdh_scaleway_postgres
   database: registry
+  region: fr-par
+evidence:
+  conn_id: hdh_scaleway_s3
+  bucket: hdh-migration-evidence
   region: fr-par
 approvals:
   approvers: [dba.lead, data.protection.officer]
@@ -318,3 +323,38 @@ def test_invalid_manifest_dag_ids_never_collide(tmp_path, monkeypatch):
     assert len(ids) == len(names), "two bad manifests must never share a DAG id"
     assert all(len(dag_id) <= 250 for dag_id in ids)
     assert set(bag.dags) == ids | {"migrate_fine_workload"}
+
+
+def test_postgres_dag_runs_the_phases_in_order(shipped_bag):
+    dag = shipped_bag.dags["migrate_hdh_registry"]
+    chain = [
+        "preflight", "stop_if_dry_run", "snapshot", "schema_pre_data", "plan_copy", "copy_table",
+        "schema_post_data", "start_replication", "catch_up", "validate", "shadow_run", "approve_cutover",
+        "wait_for_window", "cutover", "complete", "verify_evidence",
+    ]  # fmt: skip
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert downstream in dag.task_dict[upstream].downstream_task_ids, f"{upstream} -> {downstream}"
+    release = dag.task_dict["release_replication"]
+    assert release.trigger_rule == "one_failed"
+    assert {"start_replication", "catch_up", "validate", "approve_cutover"} <= release.upstream_task_ids
+    assert dag.task_dict["rollback_after_failed_cutover"].trigger_rule == "one_failed"
+    copy = dag.task_dict["copy_table"]
+    assert copy.max_active_tis_per_dagrun == 3
+
+
+def test_gates_have_no_default_and_dags_no_bypass_param(shipped_bag):
+    """No silent path: no default option on a gate, no Param that skips one."""
+    for dag in shipped_bag.dags.values():
+        if "approve_cutover" not in dag.task_dict:
+            continue
+        gate = dag.task_dict["approve_cutover"]
+        assert not gate.defaults, f"{dag.dag_id}: the gate must have no default option"
+        assert set(dag.params.keys()) == {"dry_run", "rollback", "rollback_reason"}, dag.params.keys()
+
+
+def test_gate_code_reads_no_environment_variable():
+    """No environment variable can bypass a gate: the gate and quorum code never read one."""
+    for path in (ROOT / "plugins" / "bascule_airflow" / "approval.py", ROOT / "include" / "bascule" / "approvals.py"):
+        text = path.read_text()
+        for needle in ("os.environ", "getenv", "Variable.get"):
+            assert needle not in text, f"{path.name} reads {needle}"

@@ -26,7 +26,16 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = yaml.safe_load((ROOT / "include" / "workloads" / "snds_extracts.yaml").read_text())
-WORKLOADS = ("e2e_full", "e2e_reject", "e2e_timeout", "e2e_corrupt", "e2e_drift")
+WORKLOADS = (
+    "e2e_full",
+    "e2e_reject",
+    "e2e_timeout",
+    "e2e_corrupt",
+    "e2e_drift",
+    "e2e_quorum",
+    "e2e_bound",
+    "e2e_bypass",
+)
 SETTLE_SECONDS = 8
 DOCUMENTS = DocumentsSpec(documents=40, large_files=1, large_size=6 * 1024 * 1024)
 
@@ -45,8 +54,14 @@ def _manifest(workload: str) -> dict:
     data["source"]["container"] = _container_name(workload)
     data["target"]["bucket"] = _bucket_name(workload)
     data["transfer"] = {"shards": 2, "concurrency": 4, "part_size_mib": 5}
+    data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 1, "timeout_minutes": 60}
     if workload == "e2e_timeout":
         data["approvals"]["timeout_minutes"] = 1
+    if workload == "e2e_quorum":
+        # The operator is listed too: four-eyes must still keep them out of their own run.
+        data["approvals"] = {"approvers": ["operator", "approver1", "approver2"], "required": 2}
+    if workload == "e2e_bound":
+        data["approvals"]["required"] = 2
     return data
 
 
@@ -100,7 +115,7 @@ def _trigger_and_reach_gate(operator: Api, workload: str, **conf) -> str:
     dag_id = f"migrate_{workload}"
     run_id = operator.trigger(dag_id, {"dry_run": False, "rollback": False, **conf})
     state = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=600)
-    assert state == "awaiting_input", f"{dag_id}: {state}; tasks: {operator.task_states(dag_id, run_id)}"
+    assert state == "awaiting_input", f"{dag_id}: {state}; {operator.failure_report(dag_id, run_id)}"
     # Airflow 3.3.2 fails a HITL task answered within a second or two of parking it (the
     # executor's report of the parked process races the resume); people take longer.
     time.sleep(SETTLE_SECONDS)
@@ -145,6 +160,11 @@ def _evidence(s3, workload: str, suffix: str) -> list[dict]:
     return [json.loads(s3.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in sorted(keys)]
 
 
+def _responses(s3, workload: str) -> list[dict]:
+    """Every recorded gate response of the workload, oldest first (keys start with a UTC stamp)."""
+    return [r for r in _evidence(s3, workload, ".json") if "decision" in r and "evidence_digest" in r]
+
+
 def _assert_target_matches_source(azure: BlobServiceClient, s3, workload: str) -> None:
     source = _source_objects(azure.get_container_client(_container_name(workload)))
     target = _target_objects(s3, _bucket_name(workload))
@@ -169,9 +189,9 @@ def test_full_migration_then_idempotent_rerun_then_rollback(azure, s3, operator,
     assert sum(t["copied"] for t in transferred) == SMALL.object_count + DOCUMENTS.documents + DOCUMENTS.large_files
     routing = _routing(s3, "e2e_full")
     assert routing["live"] == "scaleway"
-    (approval,) = _evidence(s3, "e2e_full", "approval-try1.json")
+    (approval,) = _responses(s3, "e2e_full")
     assert (approval["decision"], approval["user"], approval["reason"]) == ("Approve", "approver1", "evidence reviewed")
-    assert "objects in snapshot" in approval["evidence_shown"]
+    assert approval["evidence_digest"] == operator.xcom(dag_id, run_id, "approve_cutover")["evidence_digest"]
     cutover = operator.xcom(dag_id, run_id, "cutover")
     assert cutover["freeze_to_switch_seconds"] > 0
 
@@ -208,7 +228,7 @@ def test_reject_fails_the_run_and_nothing_cuts_over(azure, s3, operator, approve
     assert states["approve_cutover"] == "failed"
     assert states["cutover"] in ("upstream_failed", None)
     assert _routing(s3, "e2e_reject") is None, "no routing may exist: nothing was cut over"
-    (record,) = _evidence(s3, "e2e_reject", "approval-try1.json")
+    (record,) = _responses(s3, "e2e_reject")
     assert (record["decision"], record["reason"]) == ("Reject", "shadow diff needs review")
     container = azure.get_container_client(_container_name("e2e_reject"))
     container.upload_blob("patients/patients.csv", b"still writable", overwrite=True)  # never frozen
@@ -262,3 +282,80 @@ def test_drift_after_snapshot_is_synced_at_cutover(azure, s3, operator, approver
     delta = _evidence(s3, "e2e_drift", "cutover.json")[0]["delta"]
     assert sorted(delta["changed"]) == ["documents/added after snapshot.txt", "patients/patients.csv"]
     assert delta["deleted"] == [deleted]
+
+
+def _wait_asked_again(operator: Api, dag_id: str, run_id: str) -> None:
+    """After a response that does not complete the quorum, the same task parks again."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        detail = operator.hitl_detail(dag_id, run_id, "approve_cutover")
+        state = operator.task_states(dag_id, run_id)["approve_cutover"]
+        if state == "awaiting_input" and not detail.get("response_received"):
+            time.sleep(SETTLE_SECONDS)
+            return
+        assert state in ("awaiting_input", "scheduled", "queued", "running"), state
+        time.sleep(1)
+    raise TimeoutError("the gate did not ask again")
+
+
+def test_quorum_needs_two_distinct_approvers_and_never_the_triggering_user(s3, operator, airflow) -> None:
+    from airflow_stack import ApiError
+
+    dag_id = "migrate_e2e_quorum"
+    run_id = _trigger_and_reach_gate(operator, "e2e_quorum")
+    # Four-eyes: the operator triggered the run; although listed, they may not answer.
+    with pytest.raises(ApiError) as refused:
+        operator.respond(dag_id, run_id, "approve_cutover", "Approve", "my own run")
+    assert refused.value.status == 403
+    # A viewer is refused too.
+    with pytest.raises(ApiError) as viewer_refused:
+        airflow.api("viewer").respond(dag_id, run_id, "approve_cutover", "Approve", "")
+    assert viewer_refused.value.status == 403
+
+    first, second = airflow.api("approver1"), airflow.api("approver2")
+    first.respond(dag_id, run_id, "approve_cutover", "Approve", "first look")
+    _wait_asked_again(operator, dag_id, run_id)
+    # The same approver answering again does not make two approvals.
+    first.respond(dag_id, run_id, "approve_cutover", "Approve", "me again")
+    _wait_asked_again(operator, dag_id, run_id)
+    assert _routing(s3, "e2e_quorum") is None, "one person cannot satisfy a 2-approval gate"
+    second.respond(dag_id, run_id, "approve_cutover", "Approve", "second pair of eyes")
+    assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.task_states(dag_id, run_id)
+    assert _routing(s3, "e2e_quorum")["live"] == "scaleway"
+    gate = operator.xcom(dag_id, run_id, "approve_cutover")
+    assert gate["approved_by"] == ["approver1", "approver2"]
+    recorded = _responses(s3, "e2e_quorum")
+    assert [r["user"] for r in recorded] == ["approver1", "approver1", "approver2"]
+    assert {r["evidence_digest"] for r in recorded} == {gate["evidence_digest"]}
+
+
+def test_approvals_on_changed_evidence_are_void(s3, operator, airflow) -> None:
+    dag_id = "migrate_e2e_bound"
+    run_id = _trigger_and_reach_gate(operator, "e2e_bound")
+    first, second = airflow.api("approver1"), airflow.api("approver2")
+    first.respond(dag_id, run_id, "approve_cutover", "Approve", "before the fix")
+    _wait_asked_again(operator, dag_id, run_id)
+
+    # Validation re-runs (as after a fix): new reports, new evidence digest.
+    operator.clear(dag_id, run_id, ["validate"], downstream=True)
+    state = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=600)
+    assert state == "awaiting_input", operator.task_states(dag_id, run_id)
+    time.sleep(SETTLE_SECONDS)
+    second.respond(dag_id, run_id, "approve_cutover", "Approve", "after the fix")
+    _wait_asked_again(operator, dag_id, run_id)  # approver1's approval was on the old evidence: void
+    assert _routing(s3, "e2e_bound") is None
+    first.respond(dag_id, run_id, "approve_cutover", "Approve", "re-approved on the new evidence")
+    assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.task_states(dag_id, run_id)
+    digests = [r["evidence_digest"] for r in _responses(s3, "e2e_bound")]
+    assert len(set(digests)) == 2 and digests[1] == digests[2], digests
+
+
+def test_a_gate_marked_success_by_hand_does_not_cut_over(s3, operator) -> None:
+    dag_id = "migrate_e2e_bypass"
+    run_id = _trigger_and_reach_gate(operator, "e2e_bypass")
+    operator.set_task_state(dag_id, run_id, "approve_cutover", "success")
+    assert operator.wait_for(dag_id, run_id, timeout=300) == "failed"
+    assert operator.task_states(dag_id, run_id)["cutover"] == "failed"
+    assert _routing(s3, "e2e_bypass") is None or _routing(s3, "e2e_bypass")["live"] == "azure"
+    log = operator.task_log(dag_id, run_id, "cutover")
+    assert "no valid approval quorum" in log, log[-3000:]

@@ -133,8 +133,9 @@ id: {workload_id}
 kind: postgres
 description: Project registry catalogue.
 owner: data-platform
-source: {{conn_id: pf_pg_source, database: bascule_pf_source, schemas: [{schema}]}}
+source: {{conn_id: {source_conn}, database: bascule_pf_source, schemas: [{schema}], application_roles: [pf_app]}}
 target: {{conn_id: pf_pg_target, database: bascule_pf_target, region: fr-par, create_if_missing: true}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: pf-dag-evidence, region: fr-par, create_if_missing: true}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
   window: {{timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}}
@@ -142,12 +143,48 @@ cutover:
 
 
 @pytest.mark.parametrize(("schema", "expected"), [("catalogue", "success"), ("registre", "failed")])
-def test_postgres_preflight_dag(airflow_db, pg_preflight_databases, tmp_path, monkeypatch, capfd, schema, expected):
+def test_postgres_preflight_dag(
+    airflow_db, standins, pg_preflight_databases, tmp_path, monkeypatch, capfd, schema, expected
+):
     workload_id = f"pg_preflight_{expected}"
-    (tmp_path / f"{workload_id}.yaml").write_text(POSTGRES_MANIFEST.format(workload_id=workload_id, schema=schema))
+    (tmp_path / f"{workload_id}.yaml").write_text(
+        POSTGRES_MANIFEST.format(workload_id=workload_id, schema=schema, source_conn="pf_pg_source")
+    )
     state, tasks, log = _run(f"migrate_{workload_id}", tmp_path, monkeypatch, capfd)
     assert (state, tasks) == (expected, {"preflight": expected}), log[-4000:]
     if expected == "success":
         assert "PASS target_location_exists: created database 'bascule_pf_target'" in log
+        assert "PASS source_wal_level: wal_level is 'logical'" in log, log[-4000:]
+        assert "PASS evidence_bucket" in log
     else:
         assert "FAIL source_location_exists: schema(s) ['registre'] not found" in log
+
+
+def test_postgres_preflight_stops_on_a_table_without_primary_key(
+    airflow_db, standins, pg_preflight_databases, pg_pair, tmp_path, monkeypatch, capfd
+):
+    from contextlib import closing
+
+    source, _ = pg_pair
+    with closing(source.connect("bascule_pf_source")) as conn, conn.cursor() as cur:
+        cur.execute("create table catalogue.import_log (at timestamptz, line text)")
+    (tmp_path / "pg_preflight_nopk.yaml").write_text(
+        POSTGRES_MANIFEST.format(workload_id="pg_preflight_nopk", schema="catalogue", source_conn="pf_pg_source")
+    )
+    state, tasks, log = _run("migrate_pg_preflight_nopk", tmp_path, monkeypatch, capfd)
+    assert (state, tasks) == ("failed", {"preflight": "failed"}), log[-4000:]
+    assert "catalogue.import_log" in log and "tables_without_primary_key" in log
+
+
+def test_postgres_wrong_password_fails_once_without_retries(
+    airflow_db, standins, pg_preflight_databases, tmp_path, monkeypatch, capfd
+):
+    (tmp_path / "pg_preflight_badpass.yaml").write_text(
+        POSTGRES_MANIFEST.format(workload_id="pg_preflight_badpass", schema="catalogue", source_conn="pf_pg_badpass")
+    )
+    state, tasks, log = _run("migrate_pg_preflight_badpass", tmp_path, monkeypatch, capfd)
+    # Failed, not up_for_retry: a wrong password does not heal, and retrying could lock the account.
+    assert (state, tasks) == ("failed", {"preflight": "failed"}), log[-4000:]
+    assert "password authentication failed" in log
+    assert "check the login and password in the connection" in log
+    assert "not-the-password" not in log

@@ -11,7 +11,6 @@ from bascule.workload import parse_manifest
 from bascule_airflow.clients import classify_postgres_error, postgres_connector
 from conftest import PF_SOURCE_DB as SOURCE_DB
 from conftest import PF_TARGET_DB as TARGET_DB
-from conftest import admin_connection as _admin
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +20,9 @@ id: registry_catalogue
 kind: postgres
 description: Project registry catalogue.
 owner: data-platform
-source: {{conn_id: pf_pg_source, database: {source_db}, schemas: [{schema}]}}
+source: {{conn_id: pf_pg_source, database: {source_db}, schemas: [{schema}], application_roles: [pf_app]}}
 target: {{conn_id: {target_conn}, database: {target_db}, region: fr-par, create_if_missing: {create}}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: pf-evidence, region: fr-par, create_if_missing: true}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
   window: {{timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}}
@@ -45,7 +45,15 @@ def _run(schema: str = "catalogue", target_conn: str = "pf_pg_target", create: s
 
 
 def _target_exists() -> bool:
-    with closing(_admin()) as admin, admin.cursor() as cur:
+    import os
+
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    assert os.environ["AIRFLOW_CONN_PF_PG_TARGET"]
+    with (
+        closing(PostgresHook(postgres_conn_id="pf_pg_target", database="postgres").get_conn()) as admin,
+        admin.cursor() as cur,
+    ):
         cur.execute("select 1 from pg_database where datname = %s", (TARGET_DB,))
         return cur.fetchone() is not None
 
@@ -89,3 +97,19 @@ def test_unreachable_server_is_retryable_and_says_where_to_look(pg_preflight_dat
     assert list(failed) == ["target_reachable"]
     assert "check the connection's host and port" in failed["target_reachable"]
     assert report.retryable, "an unreachable server may come back: Airflow should retry"
+
+
+def test_wrong_password_is_not_retried_and_names_the_credential(pg_preflight_databases) -> None:
+    text = MANIFEST.format(source_db=SOURCE_DB, schema="catalogue", target_conn="pf_pg_target", target_db=TARGET_DB,
+                           create="true").replace("conn_id: pf_pg_source", "conn_id: pf_pg_badpass")  # fmt: skip
+    workload = parse_manifest("include/workloads/registry_catalogue.yaml", text)
+    report = preflight_postgres(
+        workload, "include/workloads/registry_catalogue.yaml", postgres_connector("pf_pg_badpass"),
+        postgres_connector("pf_pg_target"), classify_postgres_error,
+    )  # fmt: skip
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert list(failed) == ["source_reachable"]
+    assert "password authentication failed" in failed["source_reachable"]
+    assert "check the login and password in the connection" in failed["source_reachable"]
+    assert "not-the-password" not in failed["source_reachable"]
+    assert not report.retryable, "a wrong password does not heal: retrying would only lock the account"

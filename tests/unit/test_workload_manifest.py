@@ -70,9 +70,14 @@ source:
   database: registry
   schemas: [catalogue]
   tables: [catalogue.datasets]
+  application_roles: [registry_app]
 target:
   conn_id: hdh_scaleway_postgres
   database: registry
+  region: fr-par
+evidence:
+  conn_id: hdh_scaleway_s3
+  bucket: hdh-migration-evidence
   region: fr-par
 approvals:
   approvers: [approver1]
@@ -367,7 +372,7 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
     ),
     (
         "postgres_with_bucket",
-        pg_edit("  region: fr-par", "  region: fr-par\n  bucket: hdh-registry"),
+        pg_edit("  database: registry\n  region: fr-par", "  database: registry\n  region: fr-par\n  bucket: hdh-registry"),
         ["field 'target.bucket': unknown field"],
     ),
     (
@@ -459,6 +464,34 @@ def test_postgres_manifest_and_its_defaults(tmp_path: Path) -> None:
     assert workload.policy.justification is None
     assert workload.validation.suites == []
     assert workload.shadow_run.jobs == []
+    assert workload.source.tables_without_primary_key == []
+    assert workload.transfer.concurrency == 4
+    assert workload.replication.max_lag_seconds == 30.0
+    assert workload.slot_name() == "bascule_registry_catalogue"
+
+
+def test_postgres_manifest_needs_application_roles_and_evidence(tmp_path: Path) -> None:
+    text = pg_edit("  application_roles: [registry_app]\n", "")
+    text = _edit(text, "evidence:\n  conn_id: hdh_scaleway_s3\n  bucket: hdh-migration-evidence\n  region: fr-par\n", "")
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(tmp_path / "registry.yaml", text)
+    message = str(error.value)
+    assert "field 'source.application_roles': required field is missing" in message
+    assert "field 'evidence': required field is missing" in message
+
+
+def test_postgres_shadow_jobs_are_sql_files(tmp_path: Path) -> None:
+    text = POSTGRES + "shadow_run:\n  jobs:\n    - {name: by_year, callable: 'bascule.shadow_jobs.snds:patients_profile'}\n"
+    with pytest.raises(ManifestError, match="postgres workloads run SQL files from include/sql/"):
+        parse_manifest(tmp_path / "registry.yaml", text)
+    ok = POSTGRES + "shadow_run:\n  jobs:\n    - {name: by_year, query: by_year.sql, ordered: true}\n"
+    assert parse_manifest(tmp_path / "registry.yaml", ok).shadow_run.jobs[0].ordered is True
+
+
+def test_tables_without_primary_key_must_be_qualified(tmp_path: Path) -> None:
+    text = pg_edit("  application_roles: [registry_app]\n", "  application_roles: [registry_app]\n  tables_without_primary_key: [audit_log]\n")
+    with pytest.raises(ManifestError, match="tables_without_primary_key.*must be schema-qualified"):
+        parse_manifest(tmp_path / "registry.yaml", text)
 
 
 def test_object_store_defaults(tmp_path: Path) -> None:

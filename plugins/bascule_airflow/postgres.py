@@ -1,0 +1,588 @@
+"""Operators and the catch-up trigger for a postgres workload's phases.
+
+Each operator builds connections from Airflow connections (``clients``), calls one
+function of ``bascule.pg_phases``, and maps the domain's errors onto Airflow's: a
+problem with the data or a refusal fails at once; a transient fault raises normally
+so the task's retries apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from airflow.sdk import BaseOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from bascule_airflow.evidence_records import append, chain_for
+
+RUNBOOK = "docs/runbooks.md"
+
+
+class _PostgresPhase(BaseOperator):
+    phase = "phase"
+
+    def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.workload = workload
+        self.manifest_path = manifest_path
+
+    def _model(self) -> Any:
+        from bascule.workload import PostgresWorkload
+
+        return PostgresWorkload.model_validate(self.workload)
+
+    def _sides(self, workload: Any) -> Any:
+        from bascule_airflow import clients
+
+        return clients.postgres_sides(workload)
+
+    def _evidence(self, workload: Any) -> Any:
+        from bascule_airflow import clients
+
+        return clients.evidence_store(workload)
+
+    def _routing(self, workload: Any) -> Any:
+        from bascule.routing import RoutingRegistry
+        from bascule_airflow import clients
+
+        bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+        return RoutingRegistry(bucket.client, workload.evidence.bucket)
+
+    def _fail_or_retry(self, exc: Exception) -> NoReturn:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import StoreAccessError
+
+        if isinstance(exc, StoreAccessError) and exc.retryable:
+            raise exc
+        raise AirflowFailException(f"{exc}\nRunbook: {RUNBOOK}#postgres-{self.phase.replace('_', '-')}") from None
+
+    def _run(self, call: Any) -> Any:
+        """Call the domain, classifying driver errors (unreachable -> retry, refused -> fail)."""
+        import psycopg2
+
+        from bascule.exceptions import BasculeError
+        from bascule_airflow.clients import classify_postgres_error
+
+        try:
+            return call()
+        except BasculeError as exc:
+            self._fail_or_retry(exc)
+        except psycopg2.OperationalError as exc:
+            self._fail_or_retry(classify_postgres_error(exc))
+
+
+class _SnapshotPhase(_PostgresPhase):
+    template_fields = ("snapshot",)
+
+    def __init__(self, *, snapshot: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+
+
+class PgSnapshotOperator(_PostgresPhase):
+    """Inventory of the schemas in scope (evidence) and the replication slot the change stream starts at."""
+
+    phase = "snapshot"
+    ui_color = "#eef6e8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import take_snapshot
+
+        workload = self._model()
+        fresh = context["ti"].try_number == 1
+        record = self._run(
+            lambda: take_snapshot(
+                workload, self._sides(workload), self._evidence(workload), context["run_id"], fresh_run=fresh
+            )
+        )
+        self.log.info(
+            "snapshot: %d table(s) (~%d rows, %.1f MB), %d sequence(s); slot %s starts at %s; inventory %s",
+            len(record["tables"]), record["rows_estimate"], record["bytes"] / 1e6, record["sequences"],
+            record["slot"], record["slot_lsn"], record["inventory_key"],
+        )  # fmt: skip
+        append(
+            context, self.workload, "inventory",
+            {"tables": len(record["tables"]), "rows": record["rows_estimate"], "bytes": record["bytes"],
+             "sequences": record["sequences"], "slot": record["slot"], "slot_lsn": record["slot_lsn"]},
+            [record["inventory_key"]],
+        )  # fmt: skip
+        return record
+
+
+def tables_largest_first(snapshot: dict[str, Any]) -> list[str]:
+    """The copy plan: one mapped task per table, the inventory's order (largest first)."""
+    return list(snapshot["tables"])
+
+
+class SchemaSectionOperator(_SnapshotPhase):
+    """Create the tables (pre-data, before the copy) or their indexes and constraints (post-data, after)."""
+
+    ui_color = "#e8eef6"
+
+    def __init__(self, *, section: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.section = section
+        self.phase = f"schema_{section.replace('-', '_')}"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import apply_schema_section
+
+        workload = self._model()
+        record = self._run(
+            lambda: apply_schema_section(
+                workload, self._sides(workload), self._evidence(workload), self.snapshot, self.section,
+                context["run_id"], context["ti"].try_number,
+            )
+        )  # fmt: skip
+        self.log.info(
+            "%s schema applied on the target in %.1f s (DDL in %s)", self.section, record["seconds"], record["ddl_key"]
+        )
+        append(context, self.workload, "schema", {"section": self.section, "success": True}, [record["ddl_key"]])
+        return record
+
+
+class CopyTableOperator(_SnapshotPhase):
+    """Copy one table, streamed source -> target in one target transaction. Mapped over tables."""
+
+    phase = "copy_table"
+    ui_color = "#e8eef6"
+    template_fields = ("snapshot", "table")
+
+    def __init__(self, *, table: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.table = table
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import copy_one_table
+
+        workload = self._model()
+        self.log.info("copying %s (a retry truncates and copies it again, in one transaction)", self.table)
+        record = self._run(
+            lambda: copy_one_table(
+                self._sides(workload), self._evidence(workload), self.snapshot, self.table, context["run_id"],
+                context["ti"].try_number,
+            )
+        )  # fmt: skip
+        rate = record["rows"] / record["seconds"] if record["seconds"] else float("nan")
+        self.log.info(
+            "%s: %d rows, %.1f MB in %.1f s (%.0f rows/s); source at %s after the copy",
+            self.table, record["rows"], record["bytes"] / 1e6, record["seconds"], rate, record["source_lsn_after"],
+        )  # fmt: skip
+        append(
+            context, self.workload, "transfer_report",
+            {"tables": 1, "table": self.table, "rows": record["rows"], "bytes": record["bytes"],
+             "source_lsn_after": record["source_lsn_after"], "success": True},
+        )  # fmt: skip
+        return record
+
+
+class StartReplicationOperator(_SnapshotPhase):
+    """Publication on the source, overlap triggers and subscription on the target."""
+
+    phase = "start_replication"
+    ui_color = "#e8f6f4"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import start_replication
+
+        workload = self._model()
+        record = self._run(
+            lambda: start_replication(workload, self._sides(workload), self._evidence(workload), self.snapshot)
+        )
+        self.log.info(
+            "subscription %s streams from slot %s; overlap triggers on %d table(s)",
+            record["subscription"], self.snapshot["slot"], len(record["overlap_triggers"]),
+        )  # fmt: skip
+        append(context, self.workload, "replication", {**record, "success": True})
+        return record
+
+
+class CatchUpOperator(_SnapshotPhase):
+    """Wait, deferred (no worker slot), until the replica is within the manifest's lag threshold."""
+
+    phase = "catch_up"
+    ui_color = "#e8f6f4"
+    template_fields = ("snapshot", "copies")
+
+    def __init__(self, *, copies: Any, poll_seconds: float = 5.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.copies = copies
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context: Any) -> None:
+        from bascule.pg_phases import overlap_end
+
+        workload = self._model()
+        end = overlap_end([c for c in (self.copies or []) if c])
+        deadline = time.time() + workload.replication.catch_up_timeout_minutes * 60
+        self.log.info(
+            "waiting for the replica (deferred): lag <= %d bytes and %.0f s, and past %s (the last copy's point)",
+            workload.replication.max_lag_bytes, workload.replication.max_lag_seconds, end or "-",
+        )  # fmt: skip
+        self.defer(
+            trigger=ReplicationCaughtUpTrigger(
+                workload=self.workload, overlap_end_lsn=end, deadline=deadline, poll_seconds=self.poll_seconds
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(minutes=workload.replication.catch_up_timeout_minutes + 5),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.pg_phases import finish_catch_up
+
+        status = event.get("status")
+        if status == "error":
+            raise AirflowFailException(f"{event['message']}\nRunbook: {RUNBOOK}#postgres-catch-up")
+        if status == "timeout":
+            raise AirflowFailException(
+                f"replica still behind after {self._model().replication.catch_up_timeout_minutes} min: "
+                f"{event['lag_bytes']} bytes, {event.get('lag_seconds')} s. Check the subscription on the target "
+                f"(pg_stat_subscription) and the source's write rate, then clear this task. "
+                f"Runbook: {RUNBOOK}#postgres-catch-up"
+            )
+        workload = self._model()
+        done = self._run(
+            lambda: finish_catch_up(workload, self._sides(workload), self._evidence(workload), self.snapshot)
+        )
+        self.log.info(
+            "replica caught up: lag %d bytes, %s s; overlap replayed, strict apply on %d table(s)",
+            event["lag_bytes"], event.get("lag_seconds"), len(done["overlap_triggers_removed"]),
+        )  # fmt: skip
+        result = {"lag_bytes": event["lag_bytes"], "lag_seconds": event.get("lag_seconds"), **done}
+        append(context, self.workload, "replication", {**result, "success": True})
+        return result
+
+
+class ReplicationCaughtUpTrigger(BaseTrigger):
+    """Polls replication lag in the triggerer; fires when under threshold and past the copies' overlap."""
+
+    def __init__(self, workload: dict[str, Any], overlap_end_lsn: str, deadline: float, poll_seconds: float = 5.0):
+        super().__init__()
+        self.workload = workload
+        self.overlap_end_lsn = overlap_end_lsn
+        self.deadline = deadline
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "bascule_airflow.postgres.ReplicationCaughtUpTrigger",
+            {
+                "workload": self.workload,
+                "overlap_end_lsn": self.overlap_end_lsn,
+                "deadline": self.deadline,
+                "poll_seconds": self.poll_seconds,
+            },
+        )
+
+    def _poll(self) -> dict[str, Any]:
+        from bascule.pg_phases import replication_status
+        from bascule.workload import PostgresWorkload
+        from bascule_airflow import clients
+
+        workload = PostgresWorkload.model_validate(self.workload)
+        return replication_status(workload, clients.postgres_sides(workload), self.overlap_end_lsn)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        from bascule.exceptions import BasculeError
+
+        last: dict[str, Any] = {}
+        while True:
+            try:
+                # Connection lookups are synchronous: run them off the event loop.
+                last = await sync_to_async(self._poll)()
+            except BasculeError as exc:
+                yield TriggerEvent({"status": "error", "message": str(exc)})
+                return
+            except Exception as exc:  # an unreachable server: keep polling until the deadline
+                self.log.warning("replication status unavailable (will retry): %s", str(exc).splitlines()[0])
+            else:
+                self.log.info(
+                    "replication lag: %d bytes, %s s; overlap replayed: %s",
+                    last["lag_bytes"], last["lag_seconds"], last["overlap_replayed"],
+                )  # fmt: skip
+                if last["ready"]:
+                    yield TriggerEvent({"status": "ready", **last})
+                    return
+            if time.time() > self.deadline:
+                yield TriggerEvent({"status": "timeout", "lag_bytes": last.get("lag_bytes"), **last})
+                return
+            await asyncio.sleep(self.poll_seconds)
+
+
+class PgValidateOperator(_SnapshotPhase):
+    """Segmented-checksum diff of every table, then the Great Expectations suites on the target."""
+
+    phase = "validate"
+    ui_color = "#f6f0e8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.pg_phases import validate
+
+        workload = self._model()
+        evidence = self._evidence(workload)
+        result = self._run(
+            lambda: validate(
+                workload, self._sides(workload), evidence, self.snapshot, context["run_id"], context["ti"].try_number,
+                log=self.log.info,
+            )
+        )  # fmt: skip
+        append(
+            context, self.workload, "table_diff",
+            {"success": result["diff_ok"], "tables": result["tables"], "rows": result["rows"],
+             "differences": result["differences"], "summary": result["diff_summary"] or "no difference"},
+            [result["diff_key"]],
+        )  # fmt: skip
+        append(
+            context, self.workload, "validation",
+            {"success": result["gates_ok"], "summary": result["gates_summary"]},
+            [result["gates_key"]],
+            idempotency_key=f"validate-gx:{context['ti'].try_number}",
+        )  # fmt: skip
+        if not result["diff_ok"]:
+            raise AirflowFailException(
+                f"table diff found rows that differ: {result['diff_summary']}. Report: {result['diff_uri']}. "
+                f"Nothing downstream runs. Runbook: {RUNBOOK}#postgres-validate"
+            )
+        if not result["gates_ok"]:
+            raise AirflowFailException(
+                f"Great Expectations gates failed: {result['gates_summary']}. Report: {result['gates_uri']}. "
+                f"Runbook: {RUNBOOK}#postgres-validate"
+            )
+        return {k: v for k, v in result.items() if k not in ("diffs",)}
+
+
+class PgShadowRunOperator(_SnapshotPhase):
+    """Declared SQL queries on both databases (A/A on the source), compared."""
+
+    phase = "shadow_run"
+    ui_color = "#f0e8f6"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.pg_phases import shadow_run
+
+        workload = self._model()
+        report = self._run(
+            lambda: shadow_run(
+                workload, self._sides(workload), self._evidence(workload), self.snapshot, context["run_id"],
+                context["ti"].try_number,
+            )
+        )  # fmt: skip
+        for line in report["summary"]:
+            self.log.info("%s", line)
+        append(
+            context, self.workload, "shadow_run",
+            {"success": report["ok"], "jobs": report["jobs"], "summary": "; ".join(report["summary"])[:2000]},
+            [report["report_key"]],
+        )  # fmt: skip
+        if not report["ok"]:
+            raise AirflowFailException(
+                f"shadow run found differences between Azure and Scaleway:\n{report['diff_report']}\n"
+                f"Report: {report['report_uri']}. Runbook: {RUNBOOK}#postgres-shadow-run"
+            )
+        return {k: v for k, v in report.items() if k != "diff_report"}
+
+
+class PgCutoverOperator(_SnapshotPhase):
+    """Freeze the source's application roles, drain, final diff, sequences, switch routing, detach."""
+
+    phase = "cutover"
+    ui_color = "#f6e8e8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.pg_phases import cutover
+        from bascule_airflow.approval import GateNotApproved, verify_quorum
+        from bascule_airflow.object_store import mirror_routing_variable
+
+        try:
+            approval = verify_quorum(context, self.workload)
+        except GateNotApproved as exc:
+            raise AirflowFailException(str(exc)) from None
+        self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
+        workload = self._model()
+        record = self._run(
+            lambda: cutover(
+                workload, self._sides(workload), self._evidence(workload), self._routing(workload), self.snapshot,
+                context["run_id"], context["ti"].try_number, log=self.log.info,
+            )
+        )  # fmt: skip
+        mirror_routing_variable(workload.id, "scaleway", record["routing"])
+        if "freeze_window_seconds" in record:
+            self.log.info("downtime window (freeze -> switch): %.2f s", record["freeze_window_seconds"])
+        keep = ("frozen_at", "switched_at", "freeze_window_seconds", "drain_seconds", "routing", "evidence_key")
+        append(
+            context, self.workload, "cutover",
+            {**{k: record[k] for k in keep if k in record}, "sequences": record.get("sequences", []),
+             "final_diff_tables": len(record.get("final_diff", [])), "approved_by": approval["approved_by"],
+             "evidence_digest": approval["evidence_digest"]},
+            [record["evidence_key"]],
+        )  # fmt: skip
+        return {
+            **{k: record[k] for k in keep if k in record},
+            "sequences": len(record.get("sequences", [])),
+            "target_write_baseline": record.get("target_write_baseline", {}),
+        }
+
+
+class PgRollbackOperator(_PostgresPhase):
+    """Routing back to the source, application roles unfrozen; target writes since cutover reported."""
+
+    phase = "rollback"
+    ui_color = "#fde8e8"
+    template_fields = ("reason",)
+
+    def __init__(self, *, when: str, reason: str = "", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.when = when
+        self.reason = reason
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from bascule.pg_phases import rollback
+        from bascule_airflow.object_store import mirror_routing_variable
+
+        if self.when == "cutover_failed":
+            states = context["ti"].get_task_states(
+                dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
+            )
+            state = states.get(context["run_id"], {}).get("cutover")
+            if state != "failed":
+                raise AirflowSkipException(f"cutover is {state}, not failed: nothing to roll back")
+        workload = self._model()
+        evidence = self._evidence(workload)
+        baseline = _last_cutover_baseline(evidence)
+        reason = self.reason or ("cutover failed" if self.when == "cutover_failed" else "rollback requested")
+
+        def warn(message: str) -> None:
+            self.log.warning("%s", message)
+
+        record = self._run(
+            lambda: rollback(
+                workload, self._sides(workload), evidence, self._routing(workload), context["run_id"],
+                context["ti"].try_number, reason, baseline, log=warn,
+            )
+        )  # fmt: skip
+        mirror_routing_variable(workload.id, "azure", f"postgresql database {workload.source.database} (Azure)")
+        append(context, self.workload, "rollback", record)
+        if self.when == "requested":
+            chain_for(self.workload, context["run_id"]).seal(self.task_id)
+        self.log.info(
+            "rollback: routing %s (live: %s); roles %s writable again on the source; reason: %s",
+            "switched back to Azure" if record["routing_changed"] else "already on Azure", record["live"],
+            record["source_unfrozen_roles"], reason,
+        )  # fmt: skip
+        return record
+
+
+def _last_cutover_baseline(evidence: Any) -> dict[str, int] | None:
+    """The target's write counters recorded by the most recent cutover of this workload, if any."""
+    cutovers = [(key, at) for key, at in evidence.keys("runs/") if "/cutover-try" in key]
+    if not cutovers:
+        return None
+    latest_key, _ = max(cutovers, key=lambda item: item[1])
+    return evidence.read_json(latest_key).get("target_write_baseline")
+
+
+class ReleaseReplicationOperator(_PostgresPhase):
+    """After a failure, reject or timeout before cutover: drop the slot so the source keeps no WAL for it."""
+
+    phase = "release_replication"
+    ui_color = "#fde8e8"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import release_replication
+
+        workload = self._model()
+        record = self._run(lambda: release_replication(workload, self._sides(workload)))
+        self.log.info(
+            "no cutover in this run: subscription, slot and publication %s dropped (the source keeps no WAL "
+            "for them); a new run starts from a new snapshot",
+            record["released"],
+        )
+        append(context, self.workload, "note", {"summary": "no cutover: replication released", **record})
+        return record
+
+
+class PgCompleteOperator(_SnapshotPhase):
+    phase = "complete"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.pg_phases import run_key
+
+        ti = context["ti"]
+        workload = self._model()
+        summary = {
+            "workload": workload.id,
+            "run_id": context["run_id"],
+            **{
+                task: ti.xcom_pull(task_ids=task)
+                for task in (
+                    "snapshot",
+                    "schema_pre_data",
+                    "schema_post_data",
+                    "start_replication",
+                    "catch_up",
+                    "validate",
+                    "shadow_run",
+                    "approve_cutover",
+                    "cutover",
+                )
+            },  # fmt: skip
+            "copy": [c for c in (ti.xcom_pull(task_ids="copy_table") or []) if c],
+        }
+        key = self._evidence(workload).put_json(
+            f"runs/{run_key(context['run_id'])}/completed-try{ti.try_number}.json", summary
+        )
+        append(context, self.workload, "note", {"summary": f"migration of {workload.id} complete"}, [key])
+        self.log.info("migration of %s complete; evidence summary at %s", workload.id, key)
+        return {"summary_key": key}
+
+
+def cutover_body(context: Any) -> str:
+    """What the approver sees for a postgres workload: the evidence the cutover rests on."""
+    ti = context["ti"]
+    snapshot = ti.xcom_pull(task_ids="snapshot") or {}
+    copies = [c for c in (ti.xcom_pull(task_ids="copy_table") or []) if c]
+    catch_up = ti.xcom_pull(task_ids="catch_up") or {}
+    validate = ti.xcom_pull(task_ids="validate") or {}
+    shadow = ti.xcom_pull(task_ids="shadow_run") or {}
+    rows = sum(c["rows"] for c in copies)
+    moved = sum(c["bytes"] for c in copies)
+    return "\n".join(
+        [
+            f"### Cutover of database workload (slot `{snapshot.get('slot')}`)",
+            "",
+            "| evidence | value |",
+            "|---|---|",
+            f"| tables in scope | {len(snapshot.get('tables', []))} ({snapshot.get('bytes', 0) / 1e6:,.1f} MB on the source) |",
+            f"| inventory | `{snapshot.get('inventory_key')}` |",
+            f"| bulk copy | {rows:,} rows, {moved / 1e6:,.1f} MB in {len(copies)} table copy task(s) |",
+            f"| replication | lag {catch_up.get('lag_bytes', '?')} bytes / {catch_up.get('lag_seconds', '?')} s at catch-up |",
+            f"| table diff (segmented checksums) | {'PASS' if validate.get('diff_ok') else 'FAIL'}: "
+            f"{validate.get('tables', 0)} table(s), {validate.get('rows', 0):,} rows, "
+            f"{validate.get('differences', 0)} difference(s) |",
+            f"| Great Expectations | {'PASS' if validate.get('gates_ok') else 'FAIL'}: {validate.get('gates_summary', '')} |",
+            f"| shadow queries | {'PASS' if shadow.get('ok') else 'FAIL'}: {shadow.get('jobs', 0)} job(s) |",
+            "",
+            f"Reports: diff `{validate.get('diff_uri')}`, GX `{validate.get('gates_uri')}`, shadow `{shadow.get('report_uri')}`.",
+            "",
+            "Approving starts the cutover at the next maintenance window: the application roles become "
+            "read-only on the source, the replica drains, a final diff must be empty, sequences are carried "
+            "over, then routing switches to Scaleway. Rejecting fails the run; give a reason.",
+        ]
+    )
