@@ -30,48 +30,13 @@ MANIFESTS = 500
 RUNS = 5
 GOAL_SECONDS = 2.0
 
-# The postgres example of docs/workloads.md (``registry_catalogue``), id left to fill.
-POSTGRES_TEMPLATE = """\
-id: {id}
-kind: postgres
-description: >-
-  Catalogue of the health data registry (datasets, variables, access requests)
-  moving from Azure Database for PostgreSQL to a Scaleway Managed Database in fr-par.
-owner: data-platform
-source:
-  conn_id: hdh_azure_postgres
-  database: registry_{n}
-  schemas: [catalogue]
-  tables:
-    - catalogue.datasets
-    - catalogue.variables
-    - catalogue.access_requests
-target:
-  conn_id: hdh_scaleway_postgres
-  database: registry_{n}
-  region: fr-par
-  create_if_missing: false
-validation:
-  suites: [registry_catalogue_integrity]
-shadow_run:
-  jobs:
-    - name: row_counts
-      query: sql/registry_catalogue/row_counts.sql
-    - name: access_report
-      callable: registry.reports:access_requests_by_month
-approvals:
-  approvers: [dba.lead, data.protection.officer]
-  required: 2
-cutover:
-  routing: routing_registry
-  window:
-    timezone: Europe/Paris
-    days: [saturday]
-    start: "23:00"
-    end: "02:00"
-policy:
-  allowed_regions: [fr-par]
-"""
+# The shipped postgres manifest (include/workloads/hdh_registry.yaml), id and databases varied.
+POSTGRES_TEMPLATE = (
+    (Path(__file__).resolve().parents[1] / "include" / "workloads" / "hdh_registry.yaml")
+    .read_text()
+    .replace("id: hdh_registry", "id: {id}")
+    .replace("database: hdh_registry", "database: registry_{n}")
+)
 
 # Code run in each fresh interpreter. Timers start after ``import airflow`` (paid by
 # every Airflow component once, before it parses anything); the process total includes it.

@@ -45,11 +45,10 @@ class AirflowStack:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            **self.extra_env,
             # standalone starts its components as `airflow ...` found on PATH.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(devstack.ROOT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": self.extra_env.get("AIRFLOW__CORE__DAGS_FOLDER", str(devstack.ROOT / "dags")),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(devstack.ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # standalone forks one worker per slot; 4 keeps it under ~1 GB.
@@ -61,6 +60,7 @@ class AirflowStack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+            **self.extra_env,
         }
 
     def airflow(self, *args: str, timeout: float = 300) -> str:

@@ -48,7 +48,7 @@ def azurite_url(port: int) -> str:
 
 
 def local_connections(ports: Ports, *, azure_key: str = AZURITE_KEY) -> dict[str, str]:
-    """``AIRFLOW_CONN_*`` variables (JSON form) for the stand-ins."""
+    """``AIRFLOW_CONN_*`` variables (JSON form) for the stand-ins, and the deployment marker."""
     azure = {
         "conn_type": "wasb",
         "login": AZURITE_ACCOUNT,
@@ -72,6 +72,9 @@ def local_connections(ports: Ports, *, azure_key: str = AZURITE_KEY) -> dict[str
     return {
         "AIRFLOW_CONN_HDH_AZURE_BLOB": json.dumps(azure),
         "AIRFLOW_CONN_HDH_SCALEWAY_S3": json.dumps(s3),
+        # The stand-ins speak plain HTTP on loopback: the policy allows that only in a deployment
+        # declared local development, and the evidence says so. Production leaves it unset.
+        "AIRFLOW_VAR_BASCULE_DEPLOYMENT": "local-development",
     }
 
 

@@ -191,7 +191,9 @@ class PgCluster:
             capture_output=True, text=True,
         )  # fmt: skip
         if result.returncode != 0:
-            log = (self.directory / "server.log").read_text()[-2000:] if (self.directory / "server.log").exists() else ""
+            log = (
+                (self.directory / "server.log").read_text()[-2000:] if (self.directory / "server.log").exists() else ""
+            )
             raise RuntimeError(f"PostgreSQL '{self.name}' did not start on port {self.port}:\n{result.stderr}\n{log}")
 
     def pid(self) -> int | None:

@@ -7,7 +7,6 @@ any test module imports it. Connections to the stand-ins come from the same
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -306,3 +306,17 @@ def test_waits_for_init(services, name):
     for dep in ("postgres", "redis"):
         cond = (depends.get(dep) or {}).get("condition")
         assert cond == "service_healthy", f"{name}: depends_on {dep} has condition {cond!r}, expected service_healthy"
+
+
+def test_postgres_stand_ins(services, compose):
+    source, target = services["pg-azure"], services["pg-scaleway"]
+    command = source.get("command", "")
+    command = " ".join(command) if isinstance(command, list) else command
+    assert "wal_level=logical" in command, "the source must allow logical decoding"
+    assert image_tag(resolve(source["image"])) == "15"
+    # Scaleway Managed PostgreSQL can subscribe from PG16.
+    assert image_tag(resolve(target["image"])) == "16"
+    env = env_of(services["airflow-worker"])
+    for name in ("AIRFLOW_CONN_HDH_AZURE_PG", "AIRFLOW_CONN_HDH_SCALEWAY_PG"):
+        assert json.loads(env[name])["conn_type"] == "postgres", name
+    assert env["AIRFLOW_VAR_BASCULE_DEPLOYMENT"] == "local-development"

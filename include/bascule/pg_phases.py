@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from psycopg2 import sql as psql
 
-from bascule import pg_catalog, pg_copy, pg_replication, tablediff
+from bascule import pg_catalog, pg_copy, pg_replication, policy, tablediff
 from bascule.evidence import EvidenceStore
 from bascule.exceptions import BasculeError
 from bascule.policy import CheckResult
@@ -633,9 +633,16 @@ def rollback(
 
 
 def preflight_checks(
-    workload: PostgresWorkload, sides: PgSides, evidence_bucket: Any, manifest_path: str, *, dry_run: bool
+    workload: PostgresWorkload,
+    sides: PgSides,
+    evidence_bucket: Any,
+    manifest_path: str,
+    *,
+    dry_run: bool,
+    deployment: policy.Deployment,
 ) -> list[CheckResult]:
-    """Replication readiness of both servers, keys, extensions, and the evidence bucket."""
+    """Replication readiness of both servers, keys, extensions, the evidence bucket, and the
+    sovereignty/HDS policy on the target database (TLS) and the evidence bucket."""
     checks: list[CheckResult] = []
     with closing(sides.source()) as source:
         source.autocommit = True
@@ -650,11 +657,22 @@ def preflight_checks(
                 target.autocommit = True
                 checks.extend(pg_catalog.check_target_server(target, inventory.server_version_num))
                 checks.append(pg_catalog.check_extensions(source, target, inventory))
+                checks.extend(
+                    policy.evaluate_postgres_target_policy(target, host=sides.target_params.host, deployment=deployment)
+                )
         except Exception as exc:  # the target database may not exist yet (dry run / created later)
             if not dry_run:
                 raise
             checks.append(CheckResult("target_server", True, f"not checked in a dry run: {str(exc).splitlines()[0]}"))
-    checks.append(_check_evidence_bucket(workload, evidence_bucket, manifest_path, dry_run=dry_run))
+    bucket_check = _check_evidence_bucket(workload, evidence_bucket, manifest_path, dry_run=dry_run)
+    checks.append(bucket_check)
+    if bucket_check.ok and evidence_bucket.region() is not None:
+        checks.extend(
+            policy.evaluate_object_target_policy(
+                evidence_bucket.client, evidence_bucket.bucket, evidence_bucket.endpoint, deployment=deployment,
+                sse_customer_key=None, expected_region=workload.evidence.region,
+            )
+        )  # fmt: skip
     return checks
 
 

@@ -336,6 +336,7 @@ class CutoverOperator(_SnapshotPhase):
         self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
         workload = self._model()
         source, target = self._source(workload), self._target(workload)
+        self._enforce_policy(context, workload, target)
         try:
             record = cutover(
                 workload,
@@ -369,6 +370,21 @@ class CutoverOperator(_SnapshotPhase):
              "approved_by": approval["approved_by"], "evidence_digest": approval["evidence_digest"]},
         )  # fmt: skip
         return result
+
+    def _enforce_policy(self, context: Any, workload: Any, target: Any) -> None:
+        """The sovereignty/HDS rules again, right before the source is frozen and routing switches."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import PolicyViolation
+        from bascule_airflow.policy_gate import enforce_object_target
+
+        try:
+            report = enforce_object_target(workload, target)
+        except PolicyViolation as exc:
+            raise AirflowFailException(f"{exc}\nNothing was frozen or switched. Runbook: {RUNBOOK}#cutover") from None
+        for check in report.checks:
+            self.log.info("policy PASS %s: %s", check.name, check.detail)
+        append(context, self.workload, "policy", {**report.to_json(), "success": True, "when": "before cutover"})
 
 
 class RollbackOperator(_ObjectStorePhase):

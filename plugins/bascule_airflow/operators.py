@@ -31,7 +31,7 @@ class PreflightOperator(BaseOperator):
         from bascule.exceptions import PreflightError
         from bascule.preflight import preflight_object_store, preflight_postgres
         from bascule.workload import ObjectStoreWorkload, PostgresWorkload
-        from bascule_airflow import clients
+        from bascule_airflow import clients, policy_gate
 
         dry_run = _as_bool(self.dry_run)
         kind = self.workload["kind"]
@@ -43,6 +43,7 @@ class PreflightOperator(BaseOperator):
                 clients.blob_container(workload.source.conn_id, workload.source.container),
                 clients.s3_bucket(workload.target.conn_id, workload.target.bucket),
                 dry_run=dry_run,
+                deployment=policy_gate.deployment(),
             )
         else:
             pg = PostgresWorkload.model_validate(self.workload)
@@ -61,6 +62,10 @@ class PreflightOperator(BaseOperator):
             self.log.info("%s %s: %s", "PASS" if check.ok else "FAIL", check.name, check.detail)
         if dry_run:
             self.log.info("dry run: nothing was created or changed on the target")
+        elif report.ok:
+            from bascule_airflow.evidence_records import append
+
+            append(context, self.workload, "policy", {**report.summary(), "success": True, "when": "preflight"})
         try:
             report.raise_for_failures()
         except PreflightError as exc:
@@ -77,11 +82,13 @@ def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_ru
     from bascule.pg_phases import preflight_checks
     from bascule.preflight import PreflightReport
     from bascule_airflow import clients
+    from bascule_airflow.policy_gate import deployment
 
     evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
     extra = preflight_checks(
-        workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run
-    )
+        workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run,
+        deployment=deployment(),
+    )  # fmt: skip
     return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
 
 

@@ -214,11 +214,16 @@ class CatchUpOperator(_SnapshotPhase):
         self.copies = copies
         self.poll_seconds = poll_seconds
 
-    def execute(self, context: Any) -> None:
-        from bascule.pg_phases import overlap_end
+    def execute(self, context: Any) -> Any:
+        from bascule.pg_phases import overlap_end, replication_status
 
         workload = self._model()
         end = overlap_end([c for c in (self.copies or []) if c])
+        # Already caught up (the usual case for a small or quiet database): no need to defer.
+        # A deferral that resumes within seconds also meets an Airflow 3.3.2 executor race.
+        now = self._run(lambda: replication_status(workload, self._sides(workload), end))
+        if now["ready"]:
+            return self.execute_complete(context, {"status": "ready", **now})
         deadline = time.time() + workload.replication.catch_up_timeout_minutes * 60
         self.log.info(
             "waiting for the replica (deferred): lag <= %d bytes and %.0f s, and past %s (the last copy's point)",
@@ -414,6 +419,7 @@ class PgCutoverOperator(_SnapshotPhase):
             raise AirflowFailException(str(exc)) from None
         self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
         workload = self._model()
+        self._enforce_policy(context, workload)
         record = self._run(
             lambda: cutover(
                 workload, self._sides(workload), self._evidence(workload), self._routing(workload), self.snapshot,
@@ -436,6 +442,31 @@ class PgCutoverOperator(_SnapshotPhase):
             "sequences": len(record.get("sequences", [])),
             "target_write_baseline": record.get("target_write_baseline", {}),
         }
+
+    def _enforce_policy(self, context: Any, workload: Any) -> None:
+        """The sovereignty/HDS rules again, right before the source is frozen and routing switches."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import PolicyViolation
+        from bascule_airflow import clients
+        from bascule_airflow.policy_gate import enforce_object_target, enforce_postgres_target
+
+        try:
+            reports = [
+                enforce_postgres_target(self._sides(workload)),
+                enforce_object_target(workload, clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)),
+            ]
+        except PolicyViolation as exc:
+            raise AirflowFailException(
+                f"{exc}\nNothing was frozen or switched. Runbook: {RUNBOOK}#postgres-cutover"
+            ) from None
+        for number, report in enumerate(reports):
+            for check in report.checks:
+                self.log.info("policy PASS %s: %s", check.name, check.detail)
+            append(
+                context, self.workload, "policy", {**report.to_json(), "success": True, "when": "before cutover"},
+                idempotency_key=f"cutover-policy-{number}:{context['ti'].try_number}",
+            )  # fmt: skip
 
 
 class PgRollbackOperator(_PostgresPhase):

@@ -307,10 +307,11 @@ def test_quorum_needs_two_distinct_approvers_and_never_the_triggering_user(s3, o
     with pytest.raises(ApiError) as refused:
         operator.respond(dag_id, run_id, "approve_cutover", "Approve", "my own run")
     assert refused.value.status == 403
-    # A viewer is refused too.
-    with pytest.raises(ApiError) as viewer_refused:
-        airflow.api("viewer").respond(dag_id, run_id, "approve_cutover", "Approve", "")
-    assert viewer_refused.value.status == 403
+    # A viewer is refused too, and so is an admin who is not a named approver.
+    for user in ("viewer", "admin"):
+        with pytest.raises(ApiError) as other_refused:
+            airflow.api(user).respond(dag_id, run_id, "approve_cutover", "Approve", "")
+        assert other_refused.value.status == 403, user
 
     first, second = airflow.api("approver1"), airflow.api("approver2")
     first.respond(dag_id, run_id, "approve_cutover", "Approve", "first look")

@@ -9,6 +9,10 @@ bucket). Approvals are given over the REST API by ``approver1``, never by the
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -44,6 +48,8 @@ def _manifest(workload: str) -> dict:
     data["target"]["database"] = workload
     data["evidence"]["bucket"] = _bucket(workload)
     data["replication"]["max_lag_seconds"] = 5
+    # Quorum and four-eyes are proven on object workloads; here one approval is enough.
+    data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 1, "timeout_minutes": 60}
     if workload == "pg_e2e_timeout":
         data["approvals"]["timeout_minutes"] = 1
     return data
@@ -67,12 +73,35 @@ def clusters(pg_pair) -> tuple[pgclusters.PgCluster, pgclusters.PgCluster]:
     return pg_pair
 
 
+CARELESS_DAG = """
+import logging
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, BaseHook
+
+
+def careless():
+    connection = BaseHook.get_connection("hdh_azure_pg")
+    logging.getLogger("airflow.task").info("connecting with password %s", connection.password)
+    print(f"dsn=postgresql://postgres:{connection.password}@127.0.0.1/registry")
+
+
+with DAG("secret_masking_check", schedule=None, tags=["test"]) as dag:
+    PythonOperator(task_id="careless_task", python_callable=careless)
+"""
+
+
 @pytest.fixture(scope="module")
 def airflow(standins: devstack.Ports, clusters, session_dir: Path) -> Iterator[AirflowStack]:
     workloads = session_dir / "e2e-pg-workloads"
     workloads.mkdir(exist_ok=True)
     for workload in WORKLOADS:
         (workloads / f"{workload}.yaml").write_text(yaml.safe_dump(_manifest(workload), sort_keys=False))
+    # The project's DAG file, and a careless task that logs a connection password.
+    dags = session_dir / "e2e-pg-dags"
+    dags.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dags" / "bascule_workloads.py", dags / "bascule_workloads.py")
+    (dags / "secret_masking_check.py").write_text(CARELESS_DAG)
     source, target = clusters
     stack = AirflowStack(
         home=session_dir / "e2e-pg-airflow",
@@ -82,6 +111,7 @@ def airflow(standins: devstack.Ports, clusters, session_dir: Path) -> Iterator[A
             **devstack.local_connections(standins),
             **pgclusters.airflow_connections(source, target),
             "BASCULE_WORKLOADS_DIR": str(workloads),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         },
     )
     stack.start()
@@ -228,6 +258,25 @@ def test_live_migration_with_a_writer_then_rollback(
     rollback_log = operator.task_log(dag_id, rollback, "rollback_requested")
     assert "NOT on the source" in rollback_log, rollback_log[-2000:]
 
+    # The run's evidence verifies, and holds no secret.
+    verified = operator.xcom(dag_id, run_id, "verify_evidence")
+    assert verified["ok"] and verified["records"] > 10
+    chain_prefix = verified["report"].rsplit("/", 1)[0] + "/"
+    cli = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "verify_evidence.py"), chain_prefix,
+         "--endpoint-url", s3_client.meta.endpoint_url],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "fr-par"},
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    secrets = {source.password, target.password, APP_PASSWORD}
+    bucket = _bucket(workload)
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", ()):
+            body = s3_client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            for secret in secrets:
+                assert secret.encode() not in body, f"a password is in the evidence file {item['Key']}"
+
 
 def test_reject_fails_the_run_releases_the_slot_and_nothing_cuts_over(
     clusters, s3_client, operator, approver, background_runs
@@ -257,3 +306,14 @@ def test_no_response_before_the_deadline_means_no_cutover(clusters, s3_client, o
     assert states["approve_cutover"] == "failed"
     assert states["cutover"] in ("upstream_failed", None)
     assert _routing(s3_client, workload) is None
+
+
+def test_a_password_a_task_logs_is_masked(clusters, operator) -> None:
+    source, _ = clusters
+    operator.unpause("secret_masking_check")
+    run_id = operator.trigger("secret_masking_check")
+    assert operator.wait_for("secret_masking_check", run_id, timeout=300) == "success"
+    log = operator.task_log("secret_masking_check", run_id, "careless_task")
+    assert "connecting with password ***" in log, log[-2000:]
+    assert "postgresql://postgres:***@127.0.0.1/registry" in log, log[-2000:]
+    assert source.password not in log

@@ -372,7 +372,9 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
     ),
     (
         "postgres_with_bucket",
-        pg_edit("  database: registry\n  region: fr-par", "  database: registry\n  region: fr-par\n  bucket: hdh-registry"),
+        pg_edit(
+            "  database: registry\n  region: fr-par", "  database: registry\n  region: fr-par\n  bucket: hdh-registry"
+        ),
         ["field 'target.bucket': unknown field"],
     ),
     (
@@ -472,7 +474,9 @@ def test_postgres_manifest_and_its_defaults(tmp_path: Path) -> None:
 
 def test_postgres_manifest_needs_application_roles_and_evidence(tmp_path: Path) -> None:
     text = pg_edit("  application_roles: [registry_app]\n", "")
-    text = _edit(text, "evidence:\n  conn_id: hdh_scaleway_s3\n  bucket: hdh-migration-evidence\n  region: fr-par\n", "")
+    text = _edit(
+        text, "evidence:\n  conn_id: hdh_scaleway_s3\n  bucket: hdh-migration-evidence\n  region: fr-par\n", ""
+    )
     with pytest.raises(ManifestError) as error:
         parse_manifest(tmp_path / "registry.yaml", text)
     message = str(error.value)
@@ -481,7 +485,10 @@ def test_postgres_manifest_needs_application_roles_and_evidence(tmp_path: Path) 
 
 
 def test_postgres_shadow_jobs_are_sql_files(tmp_path: Path) -> None:
-    text = POSTGRES + "shadow_run:\n  jobs:\n    - {name: by_year, callable: 'bascule.shadow_jobs.snds:patients_profile'}\n"
+    text = (
+        POSTGRES
+        + "shadow_run:\n  jobs:\n    - {name: by_year, callable: 'bascule.shadow_jobs.snds:patients_profile'}\n"
+    )
     with pytest.raises(ManifestError, match="postgres workloads run SQL files from include/sql/"):
         parse_manifest(tmp_path / "registry.yaml", text)
     ok = POSTGRES + "shadow_run:\n  jobs:\n    - {name: by_year, query: by_year.sql, ordered: true}\n"
@@ -489,7 +496,10 @@ def test_postgres_shadow_jobs_are_sql_files(tmp_path: Path) -> None:
 
 
 def test_tables_without_primary_key_must_be_qualified(tmp_path: Path) -> None:
-    text = pg_edit("  application_roles: [registry_app]\n", "  application_roles: [registry_app]\n  tables_without_primary_key: [audit_log]\n")
+    text = pg_edit(
+        "  application_roles: [registry_app]\n",
+        "  application_roles: [registry_app]\n  tables_without_primary_key: [audit_log]\n",
+    )
     with pytest.raises(ManifestError, match="tables_without_primary_key.*must be schema-qualified"):
         parse_manifest(tmp_path / "registry.yaml", text)
 

@@ -165,13 +165,22 @@ class S3Bucket:
         return answer.get("LocationConstraint") or "us-east-1"
 
     def create(self, region: str) -> None:
+        """Create the bucket in ``region``, encrypted at rest by default (a policy rule requires it)."""
         try:
             self._client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region})
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code == "BucketAlreadyOwnedByYou":
-                return
-            raise self._access_error(exc, code) from None
+            if code != "BucketAlreadyOwnedByYou":
+                raise self._access_error(exc, code) from None
+        try:
+            self._client.put_bucket_encryption(
+                Bucket=self.bucket,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+            )
+        except ClientError as exc:
+            raise self._access_error(exc, exc.response.get("Error", {}).get("Code", "")) from None
 
     # -- capabilities ---------------------------------------------------------------
 

@@ -1,0 +1,37 @@
+"""The sovereignty/HDS policy at the two points it is enforced: preflight and just before cutover.
+
+The deployment kind comes from the Airflow Variable ``bascule_deployment`` (unset means
+production). An unknown value fails closed. No environment variable or Param relaxes a rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def deployment() -> Any:
+    from airflow.sdk import Variable
+
+    from bascule.policy import DEPLOYMENT_VARIABLE, parse_deployment
+
+    return parse_deployment(Variable.get(DEPLOYMENT_VARIABLE, default=None))
+
+
+def enforce_object_target(workload: Any, bucket: Any) -> Any:
+    """The target bucket's rules (TLS, encryption, no archive, not public, region); raises PolicyViolation."""
+    from bascule.policy import enforce_object_target_policy
+
+    return enforce_object_target_policy(
+        bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=None,
+        expected_region=workload.target.region if workload.kind == "object_store" else workload.evidence.region,
+    )  # fmt: skip
+
+
+def enforce_postgres_target(sides: Any) -> Any:
+    """The target database's rule (TLS sessions); raises PolicyViolation."""
+    from contextlib import closing
+
+    from bascule.policy import enforce_postgres_target_policy
+
+    with closing(sides.target()) as conn:
+        return enforce_postgres_target_policy(conn, host=sides.target_params.host, deployment=deployment())
