@@ -81,5 +81,7 @@ def test_busy_port_gives_a_clear_error(tmp_path: Path, standins: devstack.Ports)
 
 def test_connections_env_is_the_one_definition(standins: devstack.Ports) -> None:
     env = devstack.local_connections(standins)
-    assert set(env) == {"AIRFLOW_CONN_HDH_AZURE_BLOB", "AIRFLOW_CONN_HDH_SCALEWAY_S3"}
+    assert set(env) == {"AIRFLOW_CONN_HDH_AZURE_BLOB", "AIRFLOW_CONN_HDH_SCALEWAY_S3", "AIRFLOW_VAR_BASCULE_DEPLOYMENT"}
     assert os.environ["AIRFLOW_CONN_HDH_SCALEWAY_S3"] == env["AIRFLOW_CONN_HDH_SCALEWAY_S3"]
+    # Plain HTTP to the loopback stand-ins is allowed only because the deployment says local development.
+    assert env["AIRFLOW_VAR_BASCULE_DEPLOYMENT"] == "local-development"
