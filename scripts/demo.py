@@ -176,7 +176,15 @@ def up() -> int:
         print(f"Evidence: s3://hdh-migration-evidence/_bascule/{PG_WORKLOAD}/")
         if missing:
             states[PG_DAG] = "failed"
-    print(f"  (S3 endpoint http://127.0.0.1:{PORTS.moto}, e.g. `aws --endpoint-url ... s3 ls --recursive`)")
+    for dag_id, run_id in runs.items():
+        if states[dag_id] == "success":
+            verified = operator.xcom(dag_id, run_id, "verify_evidence")
+            print(
+                f"{dag_id}: evidence chain verified, {verified['records']} records, digest {verified['digest'][:16]}...;"
+                f" auditor's report {verified['report']}"
+            )
+    print(f"  (S3 endpoint http://127.0.0.1:{PORTS.moto}, e.g. `aws --endpoint-url ... s3 ls --recursive`;")
+    print("   re-check a chain with `.venv/bin/python scripts/verify_evidence.py <chain prefix> --endpoint-url ...`)")
     print()
     print(f"Airflow UI: {airflow.url}  (DAGs: {airflow.url}/dags/{DEMO_DAG}, {airflow.url}/dags/{PG_DAG})")
     logins = airflow.passwords()

@@ -44,10 +44,6 @@ class MissingPrimaryKey(BasculeError):
     """A table in scope has no primary key and was not opted into the slower path."""
 
 
-class ReplicationLagging(BasculeError):
-    """The replica did not catch up in time; retrying may help."""
-
-
 def run_key(run_id: str) -> str:
     """An S3-safe form of an Airflow run id (``manual__2026-11-29T00:00:00+00:00``)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
@@ -188,14 +184,14 @@ def apply_schema_section(
             target.autocommit = True
             # A rerun finds constraints from an earlier attempt: foreign keys would stop the
             # copy's TRUNCATE, so they go now and come back with post-data.
-            pg_replication_drop_foreign_keys(target, snapshot["tables"])
+            drop_foreign_keys_in_scope(target, snapshot["tables"])
         pg_copy.apply_schema(target, sql, if_absent=True)
     name = _run_prefix(run_id) + f"schema-{section}-try{attempt}.sql"
     key = evidence.put_bytes(name, sql.encode(), "application/sql")
     return {"section": section, "bytes": len(sql), "seconds": round(time.monotonic() - started, 2), "ddl_key": key}
 
 
-def pg_replication_drop_foreign_keys(target: Any, tables: list[str]) -> int:
+def drop_foreign_keys_in_scope(target: Any, tables: list[str]) -> int:
     """Drop the foreign keys of the in-scope target tables (post-data recreates them)."""
     with target.cursor() as cur:
         cur.execute(

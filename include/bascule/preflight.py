@@ -218,25 +218,19 @@ def _bucket_policy(
             return [checks.checks[-1]]
     if not would_be_created:
         return []  # the bucket is missing and will not be created: target_location_exists says why
-    # A bucket Bascule creates is private, without lifecycle rules, and without default encryption.
+    # A bucket Bascule creates is private, without lifecycle rules, and encrypted by default
+    # (S3Bucket.create sets AES256 default encryption).
     name = "policy_encryption_at_rest"
-    if sse_customer_key is None:
-        verdict = CheckResult(
-            name,
-            False,
-            f"bucket '{target.bucket}' would be created without default encryption and no SSE-C key was provided: "
-            "health data would be stored unencrypted at rest. Fix: provide the SSE-C key's Airflow connection "
-            "(docs/security.md), or create the bucket yourself with a default encryption (dry run)",
-            {"sse_c": False},
-        )
-    elif problem := sse_customer_key_problem(sse_customer_key, target.bucket):
+    if sse_customer_key is not None and (problem := sse_customer_key_problem(sse_customer_key, target.bucket)):
         verdict = CheckResult(name, False, f"{problem} (dry run)", {"sse_c": "invalid key"})
     else:
         verdict = CheckResult(
             name,
             True,
-            f"bucket '{target.bucket}' would be created; objects would be written with SSE-C (dry run)",
-            {"sse_c": True},
+            f"bucket '{target.bucket}' would be created with default encryption (AES256)"
+            + ("; objects would also be written with SSE-C" if sse_customer_key is not None else "")
+            + " (dry run)",
+            {"sse_c": sse_customer_key is not None, "default_encryption": ["AES256"]},
         )
     return [checks.add(verdict)]
 

@@ -343,14 +343,17 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
     assert with_key.ok, with_key.summary()
 
 
-def test_preflight_dry_run_predicts_the_encryption_verdict_of_a_bucket_it_would_create(
-    s3_client, policy_source
-) -> None:
-    report = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=True)
-    failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert list(failed) == ["policy_encryption_at_rest"]
-    assert "would be created without default encryption" in failed["policy_encryption_at_rest"]
+def test_a_bucket_preflight_creates_is_encrypted_by_default(s3_client, policy_source) -> None:
+    dry = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=True)
+    assert dry.ok, dry.summary()
+    detail = {c.name: c.detail for c in dry.checks}["policy_encryption_at_rest"]
+    assert "would be created with default encryption (AES256)" in detail
     assert "policy-dry-new" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+
+    created = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development")
+    assert created.ok, created.summary()
+    rules = s3_client.get_bucket_encryption(Bucket="policy-dry-new")["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
 
 
 # -- database TLS ------------------------------------------------------------------------
