@@ -529,6 +529,10 @@ def cutover(
             record["already_switched"] = True
         else:
             check_schema_unchanged(workload, source, inventory)
+            # Idempotent, and re-enables the subscription if an interrupted validation left it paused.
+            pg_replication.create_subscription(
+                target, name, conninfo(sides.source_for_subscription), name, snapshot["slot"]
+            )
             frozen_clock = time.monotonic()
             freeze = pg_replication.freeze_writes(source, workload.source.database, roles)
             record["frozen_at"] = _now()
