@@ -23,6 +23,7 @@ import devstack
 
 USERS = {"admin": "admin", "operator": "op", "approver1": "user", "approver2": "user", "viewer": "viewer"}
 FINISHED = ("success", "failed")
+HITL_SETTLE_SECONDS = 8
 
 
 class ApiError(RuntimeError):
@@ -177,6 +178,25 @@ class Api:
             f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails",
             {"chosen_options": [option], "params_input": {"reason": reason}},
         )
+
+    def reach_gate(self, dag_id: str, run_id: str, *, task: str = "approve_cutover", timeout: float = 600) -> str:
+        """Wait until the approval gate asks (``awaiting_input``, no response yet); return the state seen.
+
+        Airflow 3.3.2 fails a HITL task answered within a second or two of parking it (the
+        executor's report of the parked process races the resume); people take longer, so
+        this waits a few seconds more before returning.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.wait_for(dag_id, run_id, task=task, states=("awaiting_input",), timeout=timeout)
+            if state != "awaiting_input":
+                return state
+            if not self.hitl_detail(dag_id, run_id, task).get("response_received"):
+                time.sleep(HITL_SETTLE_SECONDS)
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} {run_id}: {task} still holds an earlier response")
+            time.sleep(1)
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> Any:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails")

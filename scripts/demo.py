@@ -17,7 +17,6 @@ import argparse
 import os
 import shutil
 import sys
-import time
 
 import devstack
 import pgclusters
@@ -85,28 +84,13 @@ def trigger(operator: Api, dag_id: str) -> str:
 def approve_and_finish(airflow: AirflowStack, operator: Api, dag_id: str, run_id: str) -> str:
     """Two approvers sign off, one after the other; neither is the operator who triggered the run."""
     for approver_name in ("approver1", "approver2"):
-        gate = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=1800)
-        if gate != "awaiting_input":
+        if operator.reach_gate(dag_id, run_id, timeout=1800) != "awaiting_input":
             return operator.run_state(dag_id, run_id)
-        # Airflow 3.3.2 fails a HITL task answered within a second or two of parking it; a
-        # person takes longer, and so does the demo.
-        time.sleep(8)
         print(f"{dag_id}: the approval gate is waiting (quorum of 2). Approving as '{approver_name}'...")
         airflow.api(approver_name).respond(
             dag_id, run_id, "approve_cutover", "Approve", f"demo: evidence reviewed by {approver_name}"
         )
-        if approver_name == "approver1":
-            _wait_until_asked_again(operator, dag_id, run_id)
     return operator.wait_for(dag_id, run_id, timeout=1800)
-
-
-def _wait_until_asked_again(operator: Api, dag_id: str, run_id: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if operator.task_states(dag_id, run_id).get("approve_cutover") == "awaiting_input":
-            if not operator.hitl_detail(dag_id, run_id, "approve_cutover").get("response_received"):
-                return
-        time.sleep(1)
 
 
 def up() -> int:

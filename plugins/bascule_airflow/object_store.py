@@ -404,23 +404,17 @@ class RollbackOperator(_ObjectStorePhase):
         self.reason = reason
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
 
         from bascule.freeze import unfreeze
         from bascule.routing import RoutingRegistry
         from bascule_airflow import clients
 
         if self.when == "cutover_failed":
-            states = context["ti"].get_task_states(
-                dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
-            )
-            cutover_state = states.get(context["run_id"], {}).get("cutover")
-            if cutover_state != "failed":
-                raise AirflowSkipException(f"cutover is {cutover_state}, not failed: nothing to roll back")
+            skip_unless_cutover_failed(context)
         workload = self._model()
         target = self._target(workload)
         routing = RoutingRegistry(target.client, workload.target.bucket)
-        reason = self.reason or ("cutover failed" if self.when == "cutover_failed" else "rollback requested")
+        reason = rollback_reason(self.when, self.reason)
         current, _ = routing.read(workload.id)
         switched = False
         if current is not None:
@@ -479,6 +473,22 @@ class RecordCompletionOperator(_ObjectStorePhase):
             "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.target.bucket, key
         )
         return {"summary_key": key}
+
+
+def skip_unless_cutover_failed(context: Any) -> None:
+    """``rollback_after_failed_cutover`` runs on any upstream failure; it acts only if the cutover itself failed."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    states = context["ti"].get_task_states(
+        dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
+    )
+    state = states.get(context["run_id"], {}).get("cutover")
+    if state != "failed":
+        raise AirflowSkipException(f"cutover is {state}, not failed: nothing to roll back")
+
+
+def rollback_reason(when: str, given: str) -> str:
+    return given or ("cutover failed" if when == "cutover_failed" else "rollback requested")
 
 
 def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:

@@ -482,22 +482,16 @@ class PgRollbackOperator(_PostgresPhase):
         self.reason = reason
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
 
         from bascule.pg_phases import rollback
-        from bascule_airflow.object_store import mirror_routing_variable
+        from bascule_airflow.object_store import mirror_routing_variable, rollback_reason, skip_unless_cutover_failed
 
         if self.when == "cutover_failed":
-            states = context["ti"].get_task_states(
-                dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
-            )
-            state = states.get(context["run_id"], {}).get("cutover")
-            if state != "failed":
-                raise AirflowSkipException(f"cutover is {state}, not failed: nothing to roll back")
+            skip_unless_cutover_failed(context)
         workload = self._model()
         evidence = self._evidence(workload)
         baseline = _last_cutover_baseline(evidence)
-        reason = self.reason or ("cutover failed" if self.when == "cutover_failed" else "rollback requested")
+        reason = rollback_reason(self.when, self.reason)
 
         def warn(message: str) -> None:
             self.log.warning("%s", message)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +35,6 @@ WORKLOADS = (
     "e2e_bound",
     "e2e_bypass",
 )
-SETTLE_SECONDS = 8
 DOCUMENTS = DocumentsSpec(documents=40, large_files=1, large_size=6 * 1024 * 1024)
 
 
@@ -114,11 +112,8 @@ def approver(airflow: AirflowStack) -> Api:
 def _trigger_and_reach_gate(operator: Api, workload: str, **conf) -> str:
     dag_id = f"migrate_{workload}"
     run_id = operator.trigger(dag_id, {"dry_run": False, "rollback": False, **conf})
-    state = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=600)
+    state = operator.reach_gate(dag_id, run_id)
     assert state == "awaiting_input", f"{dag_id}: {state}; {operator.failure_report(dag_id, run_id)}"
-    # Airflow 3.3.2 fails a HITL task answered within a second or two of parking it (the
-    # executor's report of the parked process races the resume); people take longer.
-    time.sleep(SETTLE_SECONDS)
     return run_id
 
 
@@ -286,16 +281,8 @@ def test_drift_after_snapshot_is_synced_at_cutover(azure, s3, operator, approver
 
 def _wait_asked_again(operator: Api, dag_id: str, run_id: str) -> None:
     """After a response that does not complete the quorum, the same task parks again."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        detail = operator.hitl_detail(dag_id, run_id, "approve_cutover")
-        state = operator.task_states(dag_id, run_id)["approve_cutover"]
-        if state == "awaiting_input" and not detail.get("response_received"):
-            time.sleep(SETTLE_SECONDS)
-            return
-        assert state in ("awaiting_input", "scheduled", "queued", "running"), state
-        time.sleep(1)
-    raise TimeoutError("the gate did not ask again")
+    state = operator.reach_gate(dag_id, run_id, timeout=120)
+    assert state == "awaiting_input", f"the gate did not ask again: {operator.failure_report(dag_id, run_id)}"
 
 
 def test_quorum_needs_two_distinct_approvers_and_never_the_triggering_user(s3, operator, airflow) -> None:
@@ -339,9 +326,7 @@ def test_approvals_on_changed_evidence_are_void(s3, operator, airflow) -> None:
 
     # Validation re-runs (as after a fix): new reports, new evidence digest.
     operator.clear(dag_id, run_id, ["validate"], downstream=True)
-    state = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=600)
-    assert state == "awaiting_input", operator.task_states(dag_id, run_id)
-    time.sleep(SETTLE_SECONDS)
+    _wait_asked_again(operator, dag_id, run_id)
     second.respond(dag_id, run_id, "approve_cutover", "Approve", "after the fix")
     _wait_asked_again(operator, dag_id, run_id)  # approver1's approval was on the old evidence: void
     assert _routing(s3, "e2e_bound") is None

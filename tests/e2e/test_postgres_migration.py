@@ -34,7 +34,6 @@ TEMPLATE = yaml.safe_load((ROOT / "include" / "workloads" / "hdh_registry.yaml")
 WORKLOADS = ("pg_e2e_full", "pg_e2e_reject", "pg_e2e_timeout")
 APP_ROLE, APP_PASSWORD = "hdh_app", "app-password-e2e"
 PATIENTS = 3000
-SETTLE_SECONDS = 8
 
 
 def _bucket(workload: str) -> str:
@@ -145,9 +144,8 @@ def background_runs(operator: Api) -> dict[str, str]:
 
 
 def _reach_gate(operator: Api, dag_id: str, run_id: str) -> None:
-    state = operator.wait_for(dag_id, run_id, task="approve_cutover", states=("awaiting_input",), timeout=600)
+    state = operator.reach_gate(dag_id, run_id)
     assert state == "awaiting_input", f"{dag_id}: {state}; {operator.failure_report(dag_id, run_id)}"
-    time.sleep(SETTLE_SECONDS)  # Airflow 3.3.2 HITL race: see test_object_store_migration
 
 
 def _routing(s3, workload: str) -> dict | None:
