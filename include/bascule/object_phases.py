@@ -296,7 +296,9 @@ def cutover(
     attempt: int,
     context: dict[str, Any],
     log: Callable[[str], None],
+    before_switch: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
+    """``before_switch`` runs right before routing switches (the policy's last word); raising stops it."""
     from bascule.transfer import CopyConfig, copy_shard
 
     sid = snapshot["snapshot_id"]
@@ -336,6 +338,7 @@ def cutover(
 
     azure, scaleway = locations(workload, source, target)
     routing.ensure(workload.id, azure, scaleway, run_id)
+    before_switch()
     _, switched = routing.switch(workload.id, "scaleway", run_id, f"cutover of snapshot {sid}")
     switched_at, switched_clock = _now(), time.monotonic()
     log(f"routing of '{workload.id}' now points to {scaleway.describe()} (changed: {switched})")

@@ -508,11 +508,13 @@ def cutover(
     run_id: str,
     attempt: int,
     log: Callable[[str], None],
+    before_switch: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Freeze, drain, prove, carry sequences, switch, detach, smoke-check. Idempotent.
 
     A retry after the switch finds routing already on Scaleway and only finishes
-    detaching the subscription and the smoke check.
+    detaching the subscription and the smoke check. ``before_switch`` runs right before
+    routing switches (the policy's last word); raising stops the cutover there.
     """
     inventory = _inventory(evidence, snapshot)
     name = workload.slot_name()
@@ -554,6 +556,7 @@ def cutover(
                 source, target, [f"{s.schema}.{s.name}" for s in inventory.sequences]
             )
             record["target_write_baseline"] = pg_replication.table_write_counters(target, list(snapshot["tables"]))
+            before_switch()
             _, switched = routing.switch(workload.id, "scaleway", run_id, "cutover approved and verified")
             record["switched_at"] = _now()
             record["freeze_window_seconds"] = round(time.monotonic() - frozen_clock, 3)

@@ -336,7 +336,7 @@ class CutoverOperator(_SnapshotPhase):
         self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
         workload = self._model()
         source, target = self._source(workload), self._target(workload)
-        self._enforce_policy(context, workload, target)
+        self._enforce_policy(context, workload, target, "before freezing")
         try:
             record = cutover(
                 workload,
@@ -351,6 +351,7 @@ class CutoverOperator(_SnapshotPhase):
                 attempt=context["ti"].try_number,
                 context={"workload": workload.id, "run_id": context["run_id"]},
                 log=self.log.info,
+                before_switch=lambda: self._enforce_policy(context, workload, target, "before the switch"),
             )
         except TransferIncomplete:
             raise
@@ -371,8 +372,9 @@ class CutoverOperator(_SnapshotPhase):
         )  # fmt: skip
         return result
 
-    def _enforce_policy(self, context: Any, workload: Any, target: Any) -> None:
-        """The sovereignty/HDS rules again, right before the source is frozen and routing switches."""
+    def _enforce_policy(self, context: Any, workload: Any, target: Any, moment: str) -> None:
+        """The sovereignty/HDS rules again: before freezing (so a refusal costs no downtime) and,
+        as the last word, right before routing switches."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from bascule.exceptions import PolicyViolation
@@ -381,10 +383,13 @@ class CutoverOperator(_SnapshotPhase):
         try:
             report = enforce_object_target(workload, target)
         except PolicyViolation as exc:
-            raise AirflowFailException(f"{exc}\nNothing was frozen or switched. Runbook: {RUNBOOK}#cutover") from None
+            raise AirflowFailException(f"{exc}\nRouting was not switched. Runbook: {RUNBOOK}#cutover") from None
         for check in report.checks:
-            self.log.info("policy PASS %s: %s", check.name, check.detail)
-        append(context, self.workload, "policy", {**report.to_json(), "success": True, "when": "before cutover"})
+            self.log.info("policy PASS %s (%s): %s", check.name, moment, check.detail)
+        append(
+            context, self.workload, "policy", {**report.to_json(), "success": True, "when": moment},
+            idempotency_key=f"cutover-policy-{moment}:{context['ti'].try_number}",
+        )  # fmt: skip
 
 
 class RollbackOperator(_ObjectStorePhase):

@@ -419,11 +419,12 @@ class PgCutoverOperator(_SnapshotPhase):
             raise AirflowFailException(str(exc)) from None
         self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
         workload = self._model()
-        self._enforce_policy(context, workload)
+        self._enforce_policy(context, workload, "before freezing")
         record = self._run(
             lambda: cutover(
                 workload, self._sides(workload), self._evidence(workload), self._routing(workload), self.snapshot,
                 context["run_id"], context["ti"].try_number, log=self.log.info,
+                before_switch=lambda: self._enforce_policy(context, workload, "before the switch"),
             )
         )  # fmt: skip
         mirror_routing_variable(workload.id, "scaleway", record["routing"])
@@ -443,8 +444,9 @@ class PgCutoverOperator(_SnapshotPhase):
             "target_write_baseline": record.get("target_write_baseline", {}),
         }
 
-    def _enforce_policy(self, context: Any, workload: Any) -> None:
-        """The sovereignty/HDS rules again, right before the source is frozen and routing switches."""
+    def _enforce_policy(self, context: Any, workload: Any, moment: str) -> None:
+        """The sovereignty/HDS rules again: before freezing (so a refusal costs no downtime) and,
+        as the last word, right before routing switches."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from bascule.exceptions import PolicyViolation
@@ -458,14 +460,14 @@ class PgCutoverOperator(_SnapshotPhase):
             ]
         except PolicyViolation as exc:
             raise AirflowFailException(
-                f"{exc}\nNothing was frozen or switched. Runbook: {RUNBOOK}#postgres-cutover"
+                f"{exc}\nRouting was not switched. Runbook: {RUNBOOK}#postgres-cutover"
             ) from None
         for number, report in enumerate(reports):
             for check in report.checks:
-                self.log.info("policy PASS %s: %s", check.name, check.detail)
+                self.log.info("policy PASS %s (%s): %s", check.name, moment, check.detail)
             append(
-                context, self.workload, "policy", {**report.to_json(), "success": True, "when": "before cutover"},
-                idempotency_key=f"cutover-policy-{number}:{context['ti'].try_number}",
+                context, self.workload, "policy", {**report.to_json(), "success": True, "when": moment},
+                idempotency_key=f"cutover-policy-{moment}-{number}:{context['ti'].try_number}",
             )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bascule import pg_phases, synthetic_pg
 from bascule.evidence import EvidenceStore
+from bascule.exceptions import PolicyViolation
 from bascule.pg_copy import LibpqParams
 from bascule.routing import RoutingRegistry
 from bascule.workload import parse_manifest
@@ -140,7 +141,18 @@ def test_phases_migrate_a_live_database(pg_pair, s3_client, registry, tmp_path) 
         assert shadow["ok"], shadow["diff_report"]
 
         routing = RoutingRegistry(s3_client, bucket)
-        record = pg_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 1, log.append)
+
+        # The policy's last word, right before the switch, can still stop the cutover.
+        def refuse() -> None:
+            raise PolicyViolation("policy_database_tls: the target stopped offering TLS")
+
+        with pytest.raises(PolicyViolation):
+            pg_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 1, log.append, refuse)
+        assert routing.read(workload.id)[0].live == "azure", "a refused cutover does not switch"
+        # An interrupted validation can leave the subscription paused: the retry resumes it.
+        with closing(target.connect(database)) as conn, conn.cursor() as cur:
+            cur.execute(f"alter subscription {workload.slot_name()} disable")
+        record = pg_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 2, log.append)
     finally:
         writer.stop()
 
@@ -151,7 +163,7 @@ def test_phases_migrate_a_live_database(pg_pair, s3_client, registry, tmp_path) 
     with closing(target.connect(database)) as conn:
         assert synthetic_pg.check_target(conn, writes) == []
     # The cutover is idempotent: a retry after the switch only finishes detaching.
-    again = pg_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 2, log.append)
+    again = pg_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 3, log.append)
     assert again.get("already_switched") is True
     # Rollback: routing back, the application role writable again on the source.
     back = pg_phases.rollback(
