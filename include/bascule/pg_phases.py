@@ -59,12 +59,14 @@ def _run_prefix(run_id: str) -> str:
 
 @dataclass(frozen=True)
 class PgSides:
-    """How to reach both databases; each call opens a new connection (the caller closes it)."""
+    """How to reach both databases; each call opens a new connection (the caller closes it).
+
+    The target server's subscription connects to the source with ``source_params`` too:
+    the source's host must be reachable from the target server (docs/runbooks.md).
+    """
 
     source: Connect
     target: Connect
-    # libpq parameters of the source as the TARGET server must use them for its subscription.
-    source_for_subscription: pg_copy.LibpqParams
     source_params: pg_copy.LibpqParams
     target_params: pg_copy.LibpqParams
 
@@ -244,9 +246,7 @@ def start_replication(
         check_schema_unchanged(workload, source, inventory)
         pg_replication.ensure_publication(source, name, list(snapshot["tables"]))
         pg_replication.install_overlap_triggers(target, keyed)
-        pg_replication.create_subscription(
-            target, name, conninfo(sides.source_for_subscription), name, snapshot["slot"]
-        )
+        pg_replication.create_subscription(target, name, conninfo(sides.source_params), name, snapshot["slot"])
     return {"subscription": name, "publication": name, "overlap_triggers": sorted(keyed), "at": _now()}
 
 
@@ -532,9 +532,7 @@ def cutover(
         else:
             check_schema_unchanged(workload, source, inventory)
             # Idempotent, and re-enables the subscription if an interrupted validation left it paused.
-            pg_replication.create_subscription(
-                target, name, conninfo(sides.source_for_subscription), name, snapshot["slot"]
-            )
+            pg_replication.create_subscription(target, name, conninfo(sides.source_params), name, snapshot["slot"])
             frozen_clock = time.monotonic()
             freeze = pg_replication.freeze_writes(source, workload.source.database, roles)
             record["frozen_at"] = _now()

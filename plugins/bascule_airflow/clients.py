@@ -103,7 +103,6 @@ def postgres_sides(workload: Any) -> Any:
     return PgSides(
         source=lambda: psycopg2.connect(**connect_kwargs(source)),
         target=lambda: psycopg2.connect(**connect_kwargs(target)),
-        source_for_subscription=source,
         source_params=source,
         target_params=target,
     )

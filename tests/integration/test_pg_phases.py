@@ -60,7 +60,6 @@ def _sides(source, target, database: str) -> pg_phases.PgSides:
     return pg_phases.PgSides(
         source=lambda: psycopg2.connect(**pg_phases.connect_kwargs(src)),
         target=lambda: psycopg2.connect(**pg_phases.connect_kwargs(tgt)),
-        source_for_subscription=src,
         source_params=src,
         target_params=tgt,
     )
