@@ -89,6 +89,18 @@ def verify_quorum(context: Any, workload: dict[str, Any]) -> dict[str, Any]:
     return {"approved_by": state.approved_by, "evidence_digest": digest}
 
 
+def require_quorum(context: Any, workload: dict[str, Any]) -> dict[str, Any]:
+    """The cutover's first step: fail at once unless the recorded quorum holds on today's evidence."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        approval = verify_quorum(context, workload)
+    except GateNotApproved as exc:
+        raise AirflowFailException(str(exc)) from None
+    context["task"].log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
+    return approval
+
+
 class CutoverApprovalOperator(HITLOperator):
     """Waits, holding no worker slot, until the quorum of distinct approvers approves (or one rejects)."""
 

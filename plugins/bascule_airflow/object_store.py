@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from bascule_airflow.approval import GateNotApproved, verify_quorum
+from bascule_airflow.approval import require_quorum
 from bascule_airflow.evidence_records import append, chain_for
 
 RUNBOOK = "docs/runbooks.md"
@@ -322,18 +322,13 @@ class CutoverOperator(_SnapshotPhase):
     ui_color = "#f6e8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
 
         from bascule.exceptions import BasculeError
         from bascule.object_phases import TransferIncomplete, cutover
         from bascule.routing import RoutingRegistry
         from bascule_airflow import clients
 
-        try:
-            approval = verify_quorum(context, self.workload)
-        except GateNotApproved as exc:
-            raise AirflowFailException(str(exc)) from None
-        self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
+        approval = require_quorum(context, self.workload)
         workload = self._model()
         source, target = self._source(workload), self._target(workload)
         self._enforce_policy(context, workload, target, "before freezing")
@@ -373,23 +368,11 @@ class CutoverOperator(_SnapshotPhase):
         return result
 
     def _enforce_policy(self, context: Any, workload: Any, target: Any, moment: str) -> None:
-        """The sovereignty/HDS rules again: before freezing (so a refusal costs no downtime) and,
-        as the last word, right before routing switches."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_object_target
 
-        from bascule.exceptions import PolicyViolation
-        from bascule_airflow.policy_gate import enforce_object_target
-
-        try:
-            report = enforce_object_target(workload, target)
-        except PolicyViolation as exc:
-            raise AirflowFailException(f"{exc}\nRouting was not switched. Runbook: {RUNBOOK}#cutover") from None
-        for check in report.checks:
-            self.log.info("policy PASS %s (%s): %s", check.name, moment, check.detail)
-        append(
-            context, self.workload, "policy", {**report.to_json(), "success": True, "when": moment},
-            idempotency_key=f"cutover-policy-{moment}:{context['ti'].try_number}",
-        )  # fmt: skip
+        enforce_at_cutover(
+            context, self.workload, [lambda: enforce_object_target(workload, target)], moment, f"{RUNBOOK}#cutover"
+        )
 
 
 class RollbackOperator(_ObjectStorePhase):

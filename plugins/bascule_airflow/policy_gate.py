@@ -6,6 +6,7 @@ production). An unknown value fails closed. No environment variable or Param rel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,3 +36,31 @@ def enforce_postgres_target(sides: Any) -> Any:
 
     with closing(sides.target()) as conn:
         return enforce_postgres_target_policy(conn, host=sides.target_params.host, deployment=deployment())
+
+
+def enforce_at_cutover(
+    context: Any, workload: dict[str, Any], checks: list[Callable[[], Any]], moment: str, runbook: str
+) -> None:
+    """Run the cutover's policy checks (each returns a PolicyReport or raises PolicyViolation),
+    log and record each report; a violation fails the task at once: routing is not switched.
+
+    Called before freezing (so a refusal costs no downtime) and, as the last word, right
+    before routing switches.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from bascule.exceptions import PolicyViolation
+    from bascule_airflow.evidence_records import append
+
+    try:
+        reports = [check() for check in checks]
+    except PolicyViolation as exc:
+        raise AirflowFailException(f"{exc}\nRouting was not switched. Runbook: {runbook}") from None
+    log = context["task"].log
+    for number, report in enumerate(reports):
+        for check in report.checks:
+            log.info("policy PASS %s (%s): %s", check.name, moment, check.detail)
+        append(
+            context, workload, "policy", {**report.to_json(), "success": True, "when": moment},
+            idempotency_key=f"cutover-policy-{moment}-{number}:{context['ti'].try_number}",
+        )  # fmt: skip

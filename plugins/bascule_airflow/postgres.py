@@ -407,17 +407,12 @@ class PgCutoverOperator(_SnapshotPhase):
     ui_color = "#f6e8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
 
         from bascule.pg_phases import cutover
-        from bascule_airflow.approval import GateNotApproved, verify_quorum
+        from bascule_airflow.approval import require_quorum
         from bascule_airflow.object_store import mirror_routing_variable
 
-        try:
-            approval = verify_quorum(context, self.workload)
-        except GateNotApproved as exc:
-            raise AirflowFailException(str(exc)) from None
-        self.log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
+        approval = require_quorum(context, self.workload)
         workload = self._model()
         self._enforce_policy(context, workload, "before freezing")
         record = self._run(
@@ -445,30 +440,20 @@ class PgCutoverOperator(_SnapshotPhase):
         }
 
     def _enforce_policy(self, context: Any, workload: Any, moment: str) -> None:
-        """The sovereignty/HDS rules again: before freezing (so a refusal costs no downtime) and,
-        as the last word, right before routing switches."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from bascule.exceptions import PolicyViolation
         from bascule_airflow import clients
-        from bascule_airflow.policy_gate import enforce_object_target, enforce_postgres_target
+        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_object_target, enforce_postgres_target
 
-        try:
-            reports = [
-                enforce_postgres_target(self._sides(workload)),
-                enforce_object_target(workload, clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)),
-            ]
-        except PolicyViolation as exc:
-            raise AirflowFailException(
-                f"{exc}\nRouting was not switched. Runbook: {RUNBOOK}#postgres-cutover"
-            ) from None
-        for number, report in enumerate(reports):
-            for check in report.checks:
-                self.log.info("policy PASS %s (%s): %s", check.name, moment, check.detail)
-            append(
-                context, self.workload, "policy", {**report.to_json(), "success": True, "when": moment},
-                idempotency_key=f"cutover-policy-{moment}-{number}:{context['ti'].try_number}",
-            )  # fmt: skip
+        evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+        enforce_at_cutover(
+            context,
+            self.workload,
+            [
+                lambda: enforce_postgres_target(self._sides(workload)),
+                lambda: enforce_object_target(workload, evidence_bucket),
+            ],
+            moment,
+            f"{RUNBOOK}#postgres-cutover",
+        )
 
 
 class PgRollbackOperator(_PostgresPhase):
