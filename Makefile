@@ -17,7 +17,7 @@ help:
 	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
 	@echo "make test   install what the tests need and run the whole suite"
 	@echo "make down   stop everything the demo started"
-	@echo "make lint   ruff and mypy only;  make bench   run the benchmarks in bench/"
+	@echo "make lint   ruff, mypy and the import-layer contracts;  make bench   run the benchmarks in bench/"
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,8 @@ down:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	# The layers of docs/architecture.md, as contracts (pyproject.toml, [tool.importlinter]).
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup lint
 	$(PY) -m pytest

@@ -38,6 +38,19 @@ POSTGRES_TEMPLATE = (
     .replace("database: hdh_registry", "database: registry_{n}")
 )
 
+# The split runs time the import of the code under test, then one call of it on the manifests.
+_TIMED_CALL = """
+import json, sys, time
+from pathlib import Path
+{prelude}t0 = time.perf_counter()
+from {module} import {function}
+imported = time.perf_counter() - t0
+t0 = time.perf_counter()
+result = {function}(Path(sys.argv[2]))
+seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds, "import": imported, {summary}}}))
+"""
+
 # Code run in each fresh interpreter. Timers start after ``import airflow`` (paid by
 # every Airflow component once, before it parses anything); the process total includes it.
 CHILD = {
@@ -51,29 +64,18 @@ fill = time.perf_counter() - t0
 print(json.dumps({"seconds": fill, "dags": len(bag.dags), "import_errors": len(bag.import_errors),
                   "errors": {k: str(v)[-2000:] for k, v in bag.import_errors.items()}}))
 """,
-    "validate": """
-import json, sys, time
-from pathlib import Path
-t0 = time.perf_counter()
-from bascule.workload import load_manifests
-imported = time.perf_counter() - t0
-t0 = time.perf_counter()
-loaded = load_manifests(Path(sys.argv[2]))
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "import": imported, "valid": sum(m.workload is not None for m in loaded)}))
-""",
-    "build": """
-import json, sys, time
-from pathlib import Path
-import airflow
-t0 = time.perf_counter()
-from bascule_airflow.dag_factory import build_workload_dags
-imported = time.perf_counter() - t0
-t0 = time.perf_counter()
-dags = build_workload_dags(Path(sys.argv[2]))
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "import": imported, "dags": len(dags)}))
-""",
+    "validate": _TIMED_CALL.format(
+        prelude="",
+        module="bascule.workload",
+        function="load_manifests",
+        summary='"valid": sum(m.workload is not None for m in result)',
+    ),
+    "build": _TIMED_CALL.format(
+        prelude="import airflow\n",
+        module="bascule_airflow.dag_factory",
+        function="build_workload_dags",
+        summary='"dags": len(result)',
+    ),
 }
 
 

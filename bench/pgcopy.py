@@ -5,7 +5,7 @@ the same settings the tests use: fsync off, wal_level=logical) in a temp folder,
 generates a health-data table in the source once, and then copies it, alternating
 the tools, each time into a fresh target database:
 
-- ``bascule``      -- ``pg_copy.dump_schema``/``apply_schema`` (pre-data), ``read_inventory``,
+- ``bascule``      -- ``schema_copy.dump_schema``/``apply_schema`` (pre-data), ``read_inventory``,
   ``copy_table`` (COPY TO STDOUT -> pipe -> COPY FROM STDIN, binary format, one target
   transaction), then post-data (primary key, index), as the DAG's tasks do, in this process;
 - ``pg_dump -Fc``  -- ``pg_dump -Fc src | pg_restore -d tgt`` (piped, default compression);
@@ -42,13 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import uptime
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 import devstack  # noqa: E402
 import pgclusters  # noqa: E402
-from bascule.pg_catalog import read_inventory  # noqa: E402
-from bascule.pg_copy import LibpqParams, apply_schema, copy_table, dump_schema  # noqa: E402
+from bascule.postgres.bulk_copy import copy_table  # noqa: E402
+from bascule.postgres.catalog import read_inventory  # noqa: E402
+from bascule.postgres.client import LibpqParams  # noqa: E402
+from bascule.postgres.schema_copy import apply_schema, dump_schema  # noqa: E402
 
 SOURCE_DB = "bench_src"
 TOOLS = ("bascule", "pg_dump -Fc", "pg_dump -Z0")
@@ -168,13 +172,6 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -185,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bascule-bench-pgcopy-"))
     started = time.monotonic()
     print(f"pgcopy benchmark: {args.rows:,} rows, {args.repeats} repeat(s), tools {', '.join(TOOLS)}")
-    print(f"before: {_uptime()}")
+    print(f"before: {uptime()}")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     runs: list[Run] = []
     try:
@@ -261,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  bascule copy_table alone: {args.rows / copy_s:,.0f} rows/s, {table_bytes / MB / copy_s:.1f} MB/s")
     print("\n'vs bascule' = tool seconds / Bascule seconds (above 1: Bascule is faster).")
     print("client CPU = Bascule's own process (pg_dump subprocess included) or pg_dump + pg_restore; servers excluded.")
-    print(f"after: {_uptime()}")
+    print(f"after: {uptime()}")
     print(f"total bench time: {time.monotonic() - started:.0f} s")
     return 0 if all(r.correct for r in runs) else 1
 

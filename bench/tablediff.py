@@ -11,7 +11,7 @@ Timed, interleaved, median of ``--repeats``:
 
 - ``count seq``   -- ``count(*)`` on the source, then on the target (the sum);
 - ``count conc``  -- both ``count(*)`` at once, one thread per connection;
-- ``bascule``     -- ``bascule.tablediff.diff_table`` on the equal tables;
+- ``bascule``     -- ``bascule.postgres.tablediff.diff_table`` on the equal tables;
 - ``naive``       -- fetch every row of both sides ordered by key through server-side
   cursors (REPEATABLE READ, 20,000 rows a round trip) and merge-compare in Python
   (fewer repeats: it is slow).
@@ -60,10 +60,11 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 import psycopg2  # noqa: E402
 
-import bascule.tablediff as tablediff  # noqa: E402
 import devstack  # noqa: E402
 import pgclusters  # noqa: E402
-from bascule.tablediff import TableDiff, TableSpec, diff_table  # noqa: E402
+from bascule.postgres.tablediff import diff_table  # noqa: E402
+from bascule.postgres.tablediff_records import TableDiff, TableSpec  # noqa: E402
+from bascule.postgres.tablediff_sessions import Session  # noqa: E402
 
 DATABASE = "bench_tablediff"
 COLUMNS = ["id", "patient_id", "admitted", "code", "amount", "note", "updated_at"]
@@ -251,19 +252,19 @@ class Bench:
     def one_side(self, source: Any, target: Any) -> tuple[float, float]:
         """Median ms of the source's checksum query alone, and of count(*) alone there."""
         captured: list[Any] = []
-        original = tablediff._Session.query
+        original = Session.query
 
         def capture(session: Any, statement: Any, params: Any = None, *, fetch: bool = True) -> Any:
             if session.side == "source" and "GROUP BY" in str(statement) and not captured:
                 captured.append(statement)
             return original(session, statement, params, fetch=fetch)
 
-        tablediff._Session.query = capture  # type: ignore[method-assign]  # bench instrumentation only
+        Session.query = capture  # type: ignore[method-assign]  # bench instrumentation only
         try:
             diff_table(source, target, SPEC)
         finally:
-            tablediff._Session.query = original  # type: ignore[method-assign]
-        session = tablediff._Session(source, "source", SPEC.qualified_name)
+            Session.query = original  # type: ignore[method-assign]
+        session = Session(source, "source", SPEC.qualified_name)
         session.begin()  # the diff's own transaction and settings
         try:
             checksum = [self.timed(lambda: session.query(captured[0]))[0] for _ in range(self.repeats + 1)][1:]

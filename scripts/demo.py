@@ -46,15 +46,15 @@ def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
     """The synthetic health registry on the source cluster, and the role its application writes with."""
     from contextlib import closing
 
-    from bascule import synthetic_pg
+    from bascule.synthetic import registry
 
     with closing(source.connect()) as admin, admin.cursor() as cur:
         cur.execute(f"create role {APP_ROLE} login password %s", (APP_PASSWORD,))
         cur.execute(f"create database {PG_WORKLOAD}")
     with closing(source.connect(PG_WORKLOAD)) as conn:
-        synthetic_pg.create_schema(conn)
-        synthetic_pg.populate(conn, patients=20_000, seed=2026)
-        synthetic_pg.create_application_role(conn, APP_ROLE, APP_PASSWORD, PG_WORKLOAD)
+        registry.create_schema(conn)
+        registry.populate(conn, patients=20_000, seed=2026)
+        registry.create_application_role(conn, APP_ROLE, APP_PASSWORD, PG_WORKLOAD)
         with conn.cursor() as cur:
             cur.execute("select relname, n_live_tup from pg_stat_user_tables where schemaname = 'registry' order by 1")
             return dict(cur.fetchall())
@@ -63,7 +63,8 @@ def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
 def seed_dataset() -> tuple[int, int]:
     from azure.storage.blob import BlobServiceClient
 
-    from bascule.synthetic import DEMO, DocumentsSpec, generate_migration_demo, upload_to_azure
+    from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
+    from bascule.synthetic.snds import DEMO, upload_to_azure
 
     service = BlobServiceClient(
         devstack.azurite_url(PORTS.azurite),
@@ -94,7 +95,8 @@ def approve_and_finish(airflow: AirflowStack, operator: Api, dag_id: str, run_id
 
 
 def up() -> int:
-    from bascule import synthetic_pg
+    from bascule.synthetic.target_check import check_target
+    from bascule.synthetic.writer import Writer
 
     # Every demo starts fresh: moto keeps nothing across restarts, so an old Azurite
     # (with the previous run's freeze leases) and old Airflow state would not match it.
@@ -119,7 +121,7 @@ def up() -> int:
     airflow.start()
     airflow.airflow("dags", "reserialize")
     operator = airflow.api("operator")
-    writer = synthetic_pg.Writer(
+    writer = Writer(
         pg[0].dsn(PG_WORKLOAD, user=APP_ROLE, password=APP_PASSWORD), STATE / "writes.jsonl", seed=1
     )
     writer.start()
@@ -150,7 +152,7 @@ def up() -> int:
         from contextlib import closing
 
         with closing(pg[1].connect(PG_WORKLOAD)) as conn:
-            missing = synthetic_pg.check_target(conn, STATE / "writes.jsonl")
+            missing = check_target(conn, STATE / "writes.jsonl")
         print(
             f"\n{PG_WORKLOAD}: live on Scaleway: {cutover['routing']}. Application writes frozen for "
             f"{cutover['freeze_window_seconds']:.1f} s (freeze -> switch). The application's "

@@ -87,7 +87,7 @@ def free_port() -> int:
 def wait_for_port(port: int, *, timeout: float, name: str, pid: int | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             raise RuntimeError(f"{name} exited before listening on port {port}; see its log in the state folder")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -172,7 +172,7 @@ def stop_process(state_dir: Path, name: str, *, grace: float = 10.0) -> bool:
         return False
     pid = int(pid_file.read_text().strip() or 0)
     pid_file.unlink(missing_ok=True)
-    if pid <= 0 or not _alive(pid):
+    if pid <= 0 or not alive(pid):
         return False
     # Airflow runs task processes in process groups of their own: take the whole tree.
     tree = _descendants(pid)
@@ -201,7 +201,7 @@ def _signal_all(pgid: int, pids: set[int], sig: signal.Signals) -> None:
 
 
 def _any_alive(pgid: int, pids: set[int]) -> bool:
-    return _group_alive(pgid) or any(_alive(pid) for pid in pids)
+    return _group_alive(pgid) or any(alive(pid) for pid in pids)
 
 
 def _descendants(root: int) -> set[int]:
@@ -224,7 +224,8 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not: it only waits to be reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -292,7 +293,7 @@ def down(state_dir: Path, names: tuple[str, ...] = SERVICES) -> list[str]:
 
 def is_running(state_dir: Path, name: str) -> bool:
     pid_file = _pid_file(state_dir, name)
-    return pid_file.exists() and _alive(int(pid_file.read_text().strip() or 0))
+    return pid_file.exists() and alive(int(pid_file.read_text().strip() or 0))
 
 
 def write_env_file(path: Path, ports: Ports) -> None:

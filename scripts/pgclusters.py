@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import devstack
+
 SUPERUSER = "postgres"
 
 # Enough slots and workers for a subscription per workload plus test leftovers.
@@ -205,15 +207,7 @@ class PgCluster:
 
     def running(self) -> bool:
         pid = self.pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and devstack.alive(pid)
 
     def stop(self, grace: float = 15.0) -> None:
         """Fast shutdown by PID (SIGINT), then SIGQUIT if it lingers."""

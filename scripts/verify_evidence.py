@@ -7,7 +7,7 @@
 
 Credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL, profiles). Exit status: 0 the chain verifies, 1 it is broken (the first
-broken record is printed), 2 usage or access error. Same as ``python -m bascule.evidence_chain``.
+broken record is printed), 2 usage or access error. Same as ``python -m bascule.governance.evidence``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 # Runnable from a checkout without the venv's .pth file: the domain lives in include/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
-from bascule.evidence_chain import main  # noqa: E402
+from bascule.governance.evidence.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,24 +10,28 @@ class BasculeError(Exception):
     """Base of every error Bascule raises on purpose."""
 
 
-class ManifestError(BasculeError):
+class _ProblemList(BasculeError):
+    """An error about one subject with several problems: the message lists them one a line."""
+
+    def __init__(self, heading: str, problems: list[str]):
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{heading}:\n{lines}")
+
+
+class ManifestError(_ProblemList):
     """A workload manifest is malformed. The message names the file and the field."""
 
     def __init__(self, path: str, problems: list[str]):
-        self.path = path
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid workload manifest {path}:\n{lines}")
+        self.path, self.problems = path, problems
+        super().__init__(f"invalid workload manifest {path}", problems)
 
 
-class PreflightError(BasculeError):
+class PreflightError(_ProblemList):
     """One or more preflight checks failed; no byte has moved."""
 
     def __init__(self, workload_id: str, failures: list[str]):
-        self.workload_id = workload_id
-        self.failures = failures
-        lines = "\n".join(f"  - {f}" for f in failures)
-        super().__init__(f"preflight failed for workload '{workload_id}':\n{lines}")
+        self.workload_id, self.failures = workload_id, failures
+        super().__init__(f"preflight failed for workload '{workload_id}'", failures)
 
 
 class PolicyViolation(BasculeError):

@@ -2,18 +2,21 @@
 
 Airflow's HITL task ends on the first response. This gate records each response in
 the evidence (who, when, decision, reason, digest of the evidence shown), decides
-with ``bascule.approvals`` and, while the quorum is not reached, asks again in the
+with ``bascule.governance.approvals`` and, while the quorum is not reached, asks again in the
 same task instance: parked in ``awaiting_input``, holding no worker slot. The user
 who triggered the run is not assigned (Airflow refuses their answer) and would not
 be counted anyway. There is no default option and no bypass: a deadline without
 quorum fails the run, a rejection fails it with the approver's reason.
 
-The cutover re-checks the recorded quorum against the evidence as it is then, so a
-gate marked "success" by hand, or evidence changed after the approvals, stops it.
+The cutover re-checks the recorded quorum (``bascule_airflow.quorum``) against the
+evidence as it is then, so a gate marked "success" by hand, or evidence changed after
+the approvals, stops it. What the approver is shown comes from the workload's kind,
+through the ``describe_cutover`` the DAG factory hands the gate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,84 +24,14 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 
 from bascule_airflow.evidence_records import append
-
-RUNBOOK = "docs/runbooks.md"
-
-# The XComs each kind's approver is shown; their digest binds the approvals.
-EVIDENCE_TASKS = {
-    "object_store": ("snapshot", "transfer", "validate", "shadow_run"),
-    "postgres": ("snapshot", "copy_table", "catch_up", "validate", "shadow_run"),
-}
-
-
-class GateNotApproved(Exception):
-    pass
-
-
-def gate_evidence(context: Any, kind: str) -> dict[str, Any]:
-    ti = context["ti"]
-    evidence: dict[str, Any] = {}
-    for task_id in EVIDENCE_TASKS[kind]:
-        value = ti.xcom_pull(task_ids=task_id)
-        if task_id in ("transfer", "copy_table"):
-            value = [v for v in (value or []) if v]
-        evidence[task_id] = value
-    return evidence
-
-
-def _run_key(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-
-
-def _store(workload: dict[str, Any]) -> Any:
-    from bascule_airflow import clients
-    from bascule_airflow.object_store import workload_model
-
-    return clients.evidence_store(workload_model(workload))
-
-
-def _rules(workload: dict[str, Any], triggered_by: str | None) -> Any:
-    from bascule.approvals import GateRules
-
-    approvals = workload["approvals"]
-    return GateRules(tuple(approvals["approvers"]), int(approvals["required"]), triggered_by)
-
-
-def recorded_responses(store: Any, run_id: str) -> list[Any]:
-    from bascule.approvals import Response
-
-    prefix = f"approvals/{_run_key(run_id)}/responses/"
-    keys = sorted(key for key, _ in store.keys(prefix))
-    return [Response.from_json(store.read_json(key)) for key in keys]
-
-
-def verify_quorum(context: Any, workload: dict[str, Any]) -> dict[str, Any]:
-    """Called by the cutover: the recorded approvals must still form a quorum on today's evidence."""
-    from bascule.approvals import evaluate, evidence_digest
-
-    digest = evidence_digest(gate_evidence(context, workload["kind"]))
-    triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
-    state = evaluate(recorded_responses(_store(workload), context["run_id"]), _rules(workload, triggered_by), digest)
-    if state.outcome != "approved":
-        void = "; ".join(why for _, why in state.not_counted)
-        raise GateNotApproved(
-            f"no valid approval quorum for this cutover on the current evidence ({digest[:12]}): "
-            f"{state.describe()}{'; not counted: ' + void if void else ''}. Clear approve_cutover to ask again. "
-            f"Runbook: {RUNBOOK}#approve_cutover"
-        )
-    return {"approved_by": state.approved_by, "evidence_digest": digest}
-
-
-def require_quorum(context: Any, workload: dict[str, Any]) -> dict[str, Any]:
-    """The cutover's first step: fail at once unless the recorded quorum holds on today's evidence."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    try:
-        approval = verify_quorum(context, workload)
-    except GateNotApproved as exc:
-        raise AirflowFailException(str(exc)) from None
-    context["task"].log.info("approved by %s on evidence %s", approval["approved_by"], approval["evidence_digest"][:12])
-    return approval
+from bascule_airflow.quorum import (
+    RUNBOOK,
+    approvals_store,
+    gate_evidence,
+    gate_rules,
+    recorded_responses,
+    run_key,
+)
 
 
 class CutoverApprovalOperator(HITLOperator):
@@ -108,7 +41,7 @@ class CutoverApprovalOperator(HITLOperator):
     REJECT = "Reject"
     ui_color = "#fdf3d8"
 
-    def __init__(self, *, workload: dict[str, Any], **kwargs: Any):
+    def __init__(self, *, workload: dict[str, Any], describe_cutover: Callable[[Any], str], **kwargs: Any):
         approvals = workload["approvals"]
         # The DAG's own Params (dry_run, rollback) are not questions for the approver.
         kwargs.pop("params", None)
@@ -130,16 +63,13 @@ class CutoverApprovalOperator(HITLOperator):
             **kwargs,
         )
         self.workload = workload
+        self.describe_cutover = describe_cutover
 
     def _body(self, context: Any, digest: str, state_line: str) -> str:
-        if self.workload["kind"] == "postgres":
-            from bascule_airflow.postgres import cutover_body
-        else:
-            from bascule_airflow.object_store import cutover_body
         approvals = self.workload["approvals"]
         return "\n".join(
             [
-                cutover_body(context),
+                self.describe_cutover(context),
                 "",
                 f"**Evidence digest** `{digest}` (your approval is bound to it; if the evidence changes, "
                 "approvals given on it are void and the gate asks again).",
@@ -151,10 +81,10 @@ class CutoverApprovalOperator(HITLOperator):
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.approvals import evaluate, evidence_digest
+        from bascule.governance.approvals import evaluate, evidence_digest
 
         triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
-        rules = _rules(self.workload, triggered_by)
+        rules = gate_rules(self.workload, triggered_by)
         eligible = [a for a in rules.approvers if a != triggered_by]
         if len(eligible) < rules.required:
             raise AirflowFailException(
@@ -165,11 +95,11 @@ class CutoverApprovalOperator(HITLOperator):
         # Airflow refuses a response from anyone not assigned: the triggering user is left out.
         self.assigned_users = [{"id": a, "name": a} for a in eligible]
         digest = evidence_digest(gate_evidence(context, self.workload["kind"]))
-        store = _store(self.workload)
+        store = approvals_store(self.workload)
         state = evaluate(recorded_responses(store, context["run_id"]), rules, digest)
         opened = datetime.now(UTC)
         store.put_json(
-            f"approvals/{_run_key(context['run_id'])}/gate-try{context['ti'].try_number}.json",
+            f"approvals/{run_key(context['run_id'])}/gate-try{context['ti'].try_number}.json",
             {
                 "opened_at": opened.isoformat(),
                 "deadline": (opened + self.response_timeout).isoformat() if self.response_timeout else None,
@@ -193,19 +123,19 @@ class CutoverApprovalOperator(HITLOperator):
         from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
         from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
-        from bascule.approvals import Response, evaluate, evidence_digest
+        from bascule.governance.approvals import Response, evaluate, evidence_digest
 
-        store = _store(self.workload)
-        run_key = _run_key(context["run_id"])
+        store = approvals_store(self.workload)
+        this_run = run_key(context["run_id"])
         triggered_by = getattr(context["dag_run"], "triggering_user_name", None)
-        rules = _rules(self.workload, triggered_by)
+        rules = gate_rules(self.workload, triggered_by)
         try:
             decision = super().execute_complete(context, event)
         except HITLTimeoutError:
             digest = evidence_digest(gate_evidence(context, self.workload["kind"]))
             state = evaluate(recorded_responses(store, context["run_id"]), rules, digest)
             timeout = {"decision": "timeout", "at": datetime.now(UTC).isoformat(), "state": state.describe()}
-            store.put_json(f"approvals/{run_key}/timeout-try{context['ti'].try_number}.json", timeout)
+            store.put_json(f"approvals/{this_run}/timeout-try{context['ti'].try_number}.json", timeout)
             append(context, self.workload, "approval", {**timeout, "user": None, "success": False})
             raise AirflowFailException(
                 f"deadline reached without quorum ({state.describe()}): the cutover does not happen on a timeout. "
@@ -221,7 +151,7 @@ class CutoverApprovalOperator(HITLOperator):
             evidence_digest=digest,
         )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        key = store.put_json(f"approvals/{run_key}/responses/{stamp}-{response.user}.json", response.to_json())
+        key = store.put_json(f"approvals/{this_run}/responses/{stamp}-{response.user}.json", response.to_json())
         append(
             context, self.workload, "approval", response.to_json(), [key], actor=response.user,
             idempotency_key=f"approval:{response.user}:{response.at}",
@@ -237,7 +167,7 @@ class CutoverApprovalOperator(HITLOperator):
             return {"approved_by": state.approved_by, "evidence_digest": digest, "reason": response.reason}
         # Not enough distinct approvals yet: ask again, in the same task, until the deadline.
         self.log.info("%s; asking again", state.describe())
-        gate = store.read_json(store.prefix + f"approvals/{run_key}/gate-try{context['ti'].try_number}.json")
+        gate = store.read_json(store.prefix + f"approvals/{this_run}/gate-try{context['ti'].try_number}.json")
         remaining = None
         if gate.get("deadline"):
             remaining = datetime.fromisoformat(gate["deadline"]) - datetime.now(UTC)

@@ -8,6 +8,15 @@ from typing import Any
 from bascule.exceptions import StoreAccessError
 
 
+def workload_model(workload: dict[str, Any]) -> Any:
+    """The validated manifest model of either kind, from the JSON form each task carries."""
+    from bascule.workload import ObjectStoreWorkload, PostgresWorkload
+
+    if workload["kind"] == "postgres":
+        return PostgresWorkload.model_validate(workload)
+    return ObjectStoreWorkload.model_validate(workload)
+
+
 def blob_container(conn_id: str, container: str) -> Any:
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
@@ -25,8 +34,8 @@ def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8) -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.config import Config
 
+    from bascule.objects.copy_config import recommended_s3_config
     from bascule.storage.s3 import S3Bucket
-    from bascule.transfer import recommended_s3_config
 
     from_connection = S3Hook(aws_conn_id=conn_id).conn_config.botocore_config
     config = Config(**recommended_s3_config(concurrency))
@@ -78,7 +87,7 @@ def pg_params(conn_id: str, database: str) -> Any:
     """
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from bascule.pg_copy import LibpqParams
+    from bascule.postgres.client import LibpqParams
 
     conn = PostgresHook(postgres_conn_id=conn_id).connection
     extra = conn.extra_dejson
@@ -96,7 +105,7 @@ def postgres_sides(workload: Any) -> Any:
     """Source and target of a postgres workload, as the domain's ``PgSides``."""
     import psycopg2
 
-    from bascule.pg_phases import PgSides, connect_kwargs
+    from bascule.postgres.sides import PgSides, connect_kwargs
 
     source = pg_params(workload.source.conn_id, workload.source.database)
     target = pg_params(workload.target.conn_id, workload.target.database)
@@ -110,7 +119,7 @@ def postgres_sides(workload: Any) -> Any:
 
 def evidence_store(workload: Any) -> Any:
     """The workload's evidence store: the target bucket (objects) or the evidence bucket (postgres)."""
-    from bascule.evidence import EvidenceStore
+    from bascule.governance.evidence.store import EvidenceStore
 
     if workload.kind == "postgres":
         bucket = s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)

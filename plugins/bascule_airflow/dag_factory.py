@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param
 
 from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, load_manifests
-from bascule_airflow.operators import PreflightOperator
+from bascule_airflow.preflight import PreflightOperator
 
 WORKLOADS_DIR_ENV = "BASCULE_WORKLOADS_DIR"
 DEFAULT_WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "include" / "workloads"
@@ -95,49 +97,22 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
 def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: PreflightOperator) -> None:
     """preflight -> snapshot -> transfer[shards] -> validate -> shadow_run -> approve_cutover
     -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
-    from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
-
     from bascule_airflow import object_store as ops
-    from bascule_airflow.approval import CutoverApprovalOperator
-    from bascule_airflow.evidence_records import VerifyEvidenceOperator
 
-    common = {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
-    choose_mode = BranchPythonOperator(
-        task_id="choose_mode",
-        python_callable=ops.choose_mode,
-        doc_md="Migrate, or only roll back when triggered with rollback=true.",
+    args = {**_phase_args(workload, path), **NETWORK_TASK_ARGS}
+    choose_mode, stop_if_dry_run = _mode_branches(ops.RollbackOperator, args)
+    snapshot = ops.SnapshotOperator(task_id="snapshot", **args)
+    transfer = ops.TransferShardOperator.partial(task_id="transfer", snapshot=snapshot.output, **args).expand(
+        shard_index=list(range(workload.transfer.shards))
     )
-    rollback_requested = ops.RollbackOperator(
-        task_id="rollback_requested",
-        when="requested",
-        reason="{{ params.rollback_reason }}",
-        **common,
-        **NETWORK_TASK_ARGS,
+    validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, **args)
+    shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **args)
+    approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover = _cutover_tasks(
+        ops.describe_cutover, ops.CutoverOperator, ops.RollbackOperator, snapshot, args
     )
-    stop_if_dry_run = ShortCircuitOperator(
-        task_id="stop_if_dry_run",
-        python_callable=ops.not_dry_run,
-        doc_md="A dry run ends after preflight.",
-    )
-    snapshot = ops.SnapshotOperator(task_id="snapshot", **common, **NETWORK_TASK_ARGS)
-    transfer = ops.TransferShardOperator.partial(
-        task_id="transfer", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
-    ).expand(shard_index=list(range(workload.transfer.shards)))
-    validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    approve_cutover = CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
-    wait_for_window = ops.WaitForWindowOperator(task_id="wait_for_window", **common, **NETWORK_TASK_ARGS)
-    cutover = ops.CutoverOperator(task_id="cutover", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    rollback_after_failed_cutover = ops.RollbackOperator(
-        task_id="rollback_after_failed_cutover",
-        when="cutover_failed",
-        trigger_rule="one_failed",
-        **common,
-        **NETWORK_TASK_ARGS,
-    )
-    complete = ops.RecordCompletionOperator(task_id="complete", **common, **NETWORK_TASK_ARGS)
+    complete = ops.RecordCompletionOperator(task_id="complete", **args)
 
-    choose_mode >> [preflight, rollback_requested]
+    choose_mode >> preflight
     (
         preflight
         >> stop_if_dry_run
@@ -150,40 +125,22 @@ def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: P
         >> cutover
     )
     cutover >> [complete, rollback_after_failed_cutover]
-    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **common, **NETWORK_TASK_ARGS)
+    _verify_evidence_after(complete, args)
 
 
 def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: PreflightOperator) -> None:
     """preflight -> snapshot -> schema_pre_data -> copy_table[tables] -> schema_post_data
     -> start_replication -> catch_up -> validate -> shadow_run -> approve_cutover
     -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
-    from airflow.providers.standard.operators.python import (
-        BranchPythonOperator,
-        PythonOperator,
-        ShortCircuitOperator,
-    )
+    from airflow.providers.standard.operators.python import PythonOperator
 
-    from bascule_airflow import object_store as shared
     from bascule_airflow import postgres as ops
-    from bascule_airflow.approval import CutoverApprovalOperator
-    from bascule_airflow.evidence_records import VerifyEvidenceOperator
 
-    common = {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
-    choose_mode = BranchPythonOperator(
-        task_id="choose_mode",
-        python_callable=shared.choose_mode,
-        doc_md="Migrate, or only roll back when triggered with rollback=true.",
-    )
-    rollback_requested = ops.PgRollbackOperator(
-        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}", **common,
-        **NETWORK_TASK_ARGS,
-    )  # fmt: skip
-    stop_if_dry_run = ShortCircuitOperator(
-        task_id="stop_if_dry_run", python_callable=shared.not_dry_run, doc_md="A dry run ends after preflight."
-    )
-    snapshot = ops.PgSnapshotOperator(task_id="snapshot", **common, **NETWORK_TASK_ARGS)
+    args = {**_phase_args(workload, path), **NETWORK_TASK_ARGS}
+    choose_mode, stop_if_dry_run = _mode_branches(ops.PgRollbackOperator, args)
+    snapshot = ops.PgSnapshotOperator(task_id="snapshot", **args)
     pre_data = ops.SchemaSectionOperator(
-        task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+        task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, **args
     )
     plan_copy = PythonOperator(
         task_id="plan_copy",
@@ -195,42 +152,91 @@ def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: Prefligh
         task_id="copy_table",
         snapshot=snapshot.output,
         max_active_tis_per_dagrun=workload.transfer.concurrency,
-        **common,
-        **NETWORK_TASK_ARGS,
+        **args,
     ).expand(table=plan_copy.output)
     post_data = ops.SchemaSectionOperator(
-        task_id="schema_post_data", section="post-data", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+        task_id="schema_post_data", section="post-data", snapshot=snapshot.output, **args
     )
-    start_replication = ops.StartReplicationOperator(
-        task_id="start_replication", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS
+    start_replication = ops.StartReplicationOperator(task_id="start_replication", snapshot=snapshot.output, **args)
+    catch_up = ops.CatchUpOperator(task_id="catch_up", snapshot=snapshot.output, copies=copy_table.output, **args)
+    validate = ops.PgValidateOperator(task_id="validate", snapshot=snapshot.output, **args)
+    shadow_run = ops.PgShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **args)
+    approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover = _cutover_tasks(
+        ops.describe_cutover, ops.PgCutoverOperator, ops.PgRollbackOperator, snapshot, args
     )
-    catch_up = ops.CatchUpOperator(
-        task_id="catch_up", snapshot=snapshot.output, copies=copy_table.output, **common, **NETWORK_TASK_ARGS
-    )
-    validate = ops.PgValidateOperator(task_id="validate", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    shadow_run = ops.PgShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    approve_cutover = CutoverApprovalOperator(task_id="approve_cutover", workload=common["workload"], retries=0)
-    wait_for_window = shared.WaitForWindowOperator(task_id="wait_for_window", **common, **NETWORK_TASK_ARGS)
-    cutover = ops.PgCutoverOperator(task_id="cutover", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
-    rollback_after_failed_cutover = ops.PgRollbackOperator(
-        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", **common,
-        **NETWORK_TASK_ARGS,
-    )  # fmt: skip
-    complete = ops.PgCompleteOperator(task_id="complete", snapshot=snapshot.output, **common, **NETWORK_TASK_ARGS)
+    complete = ops.PgCompleteOperator(task_id="complete", snapshot=snapshot.output, **args)
     release_replication = ops.ReleaseReplicationOperator(
         task_id="release_replication",
         trigger_rule="one_failed",
         doc_md="Runs only when the migration stops before cutover: no replication slot is left on the source.",
-        **common,
-        **NETWORK_TASK_ARGS,
+        **args,
     )
 
-    choose_mode >> [preflight, rollback_requested]
+    choose_mode >> preflight
     preflight >> stop_if_dry_run >> snapshot >> pre_data >> plan_copy >> copy_table >> post_data
     post_data >> start_replication >> catch_up >> validate >> shadow_run >> approve_cutover
     approve_cutover >> wait_for_window >> cutover >> [complete, rollback_after_failed_cutover]
-    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **common, **NETWORK_TASK_ARGS)
+    _verify_evidence_after(complete, args)
     [start_replication, catch_up, validate, shadow_run, approve_cutover, wait_for_window] >> release_replication
+
+
+def _phase_args(workload: ObjectStoreWorkload | PostgresWorkload, path: Path) -> dict[str, Any]:
+    """What every phase operator is given: the manifest as validated JSON, and where it was read."""
+    return {"workload": workload.model_dump(mode="json"), "manifest_path": _display_path(path)}
+
+
+def _mode_branches(rollback_operator: type, args: dict[str, Any]) -> tuple[Any, Any]:
+    """``choose_mode`` (migrate, or only roll back on request) and the dry run's stop after preflight."""
+    from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
+
+    choose_mode = BranchPythonOperator(
+        task_id="choose_mode",
+        python_callable=choose_mode_from_params,
+        doc_md="Migrate, or only roll back when triggered with rollback=true.",
+    )
+    rollback_requested = rollback_operator(
+        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}", **args
+    )
+    stop_if_dry_run = ShortCircuitOperator(
+        task_id="stop_if_dry_run", python_callable=not_dry_run, doc_md="A dry run ends after preflight."
+    )
+    choose_mode >> rollback_requested
+    return choose_mode, stop_if_dry_run
+
+
+def _cutover_tasks(
+    describe_cutover: Callable[[Any], str], cutover_operator: type, rollback_operator: type, snapshot: Any,
+    args: dict[str, Any],
+) -> tuple[Any, Any, Any, Any]:
+    """The approval gate (no retry: a retry would re-ask people), the wait for the maintenance
+    window, the cutover, and the rollback that acts only if the cutover itself failed."""
+    from bascule_airflow.approval import CutoverApprovalOperator
+    from bascule_airflow.maintenance_window import WaitForWindowOperator
+
+    approve_cutover = CutoverApprovalOperator(
+        task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0
+    )
+    wait_for_window = WaitForWindowOperator(task_id="wait_for_window", **args)
+    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, **args)
+    rollback_after_failed_cutover = rollback_operator(
+        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", **args
+    )
+    return approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover
+
+
+def _verify_evidence_after(complete: Any, args: dict[str, Any]) -> None:
+    from bascule_airflow.evidence_records import VerifyEvidenceOperator
+
+    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **args)
+
+
+def choose_mode_from_params(**context: Any) -> str:
+    """Branch: a run triggered with ``rollback=true`` only rolls back."""
+    return "rollback_requested" if context["params"].get("rollback") else "preflight"
+
+
+def not_dry_run(**context: Any) -> bool:
+    return not context["params"].get("dry_run")
 
 
 def _invalid_manifest_dag(manifest: LoadedManifest) -> DAG:

@@ -13,11 +13,11 @@ from airflow.sdk import BaseOperator
 
 
 def chain_for(workload: dict[str, Any], run_id: str) -> Any:
-    from bascule.evidence_chain import EvidenceChain, run_key_for
+    from bascule.governance.evidence.chain import EvidenceChain
+    from bascule.governance.evidence.records import run_key_for
     from bascule_airflow import clients
-    from bascule_airflow.object_store import workload_model
 
-    model = workload_model(workload)
+    model = clients.workload_model(workload)
     store = clients.evidence_store(model)
     return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id)
 
@@ -56,7 +56,8 @@ class VerifyEvidenceOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.evidence_chain import render_markdown, render_report, verify
+        from bascule.governance.evidence.report import render_markdown, render_report
+        from bascule.governance.evidence.verify import verify
 
         chain = chain_for(self.workload, context["run_id"])
         chain.seal(self.task_id)

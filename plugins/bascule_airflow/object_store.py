@@ -1,35 +1,25 @@
 """Operators for the phases of an object-store workload (Azure Blob -> Scaleway S3).
 
 Each operator builds clients from Airflow connections, calls one function of
-``bascule.object_phases``, and turns the domain's errors into Airflow's: a problem
+``bascule.objects.phases``, and turns the domain's errors into Airflow's: a problem
 with the data or a refusal fails at once (``AirflowFailException``); a transient
-fault raises normally so the task's retries apply.
+fault raises normally so the task's retries apply. The plumbing shared with the
+postgres kind is in ``bascule_airflow.common``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, NoReturn
+from typing import Any
 
-from airflow.sdk import BaseOperator
-
-from bascule_airflow.approval import require_quorum
-from bascule_airflow.evidence_records import append, chain_for
-
-RUNBOOK = "docs/runbooks.md"
+from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, SnapshotPhaseOperator, mirror_routing_variable
+from bascule_airflow.evidence_records import append
+from bascule_airflow.quorum import require_quorum
 
 
-class _ObjectStorePhase(BaseOperator):
-    """Shared plumbing: the workload model, clients and evidence store built once per task."""
+class _ObjectStorePhase(PhaseOperator):
+    """The workload model, clients and evidence store, built inside execute(): no connection lookup at parse time."""
 
-    phase = "phase"
-
-    def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.workload = workload
-        self.manifest_path = manifest_path
-
-    # Clients are built inside execute(): no connection lookup at parse time.
     def _model(self) -> Any:
         from bascule.workload import ObjectStoreWorkload
 
@@ -48,30 +38,18 @@ class _ObjectStorePhase(BaseOperator):
         )
 
     def _evidence(self, workload: Any, target: Any) -> Any:
-        from bascule.evidence import EvidenceStore
+        from bascule.governance.evidence.store import EvidenceStore
 
         return EvidenceStore(target.client, workload.target.bucket, workload.id)
 
-    def _fail_or_retry(self, exc: Exception) -> NoReturn:
-        """Re-raise ``exc`` as the right Airflow outcome, with the runbook section."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from bascule.exceptions import StoreAccessError
-
-        advice = f"Runbook: {RUNBOOK}#{self.phase}"
-        if isinstance(exc, StoreAccessError) and exc.retryable:
-            raise exc
-        raise AirflowFailException(f"{exc}\n{advice}") from None
+    def _stores(self, workload: Any) -> tuple[Any, Any, Any]:
+        """Source container, target bucket and the evidence store in it."""
+        source, target = self._source(workload), self._target(workload)
+        return source, target, self._evidence(workload, target)
 
 
-class _SnapshotPhase(_ObjectStorePhase):
-    """A phase that works on the snapshot: ``snapshot`` is the snapshot task's XCom (resolved at run time)."""
-
-    template_fields = ("snapshot",)
-
-    def __init__(self, *, snapshot: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.snapshot = snapshot
+class _SnapshotPhase(SnapshotPhaseOperator, _ObjectStorePhase):
+    """An object-store phase that works on the snapshot."""
 
 
 class SnapshotOperator(_ObjectStorePhase):
@@ -82,7 +60,7 @@ class SnapshotOperator(_ObjectStorePhase):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from bascule.exceptions import BasculeError
-        from bascule.object_phases import snapshot_id_for, take_snapshot
+        from bascule.objects.phases import snapshot_id_for, take_snapshot
 
         workload = self._model()
         target = self._target(workload)
@@ -117,7 +95,7 @@ class TransferShardOperator(_SnapshotPhase):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from bascule.exceptions import BasculeError
-        from bascule.object_phases import TransferIncomplete, transfer_shard
+        from bascule.objects.phases import TransferIncomplete, transfer_shard
 
         workload = self._model()
         target = self._target(workload)
@@ -164,12 +142,11 @@ class ValidateOperator(_SnapshotPhase):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.inventory import read_inventory
-        from bascule.object_phases import describe_problems, prove_parity, run_content_suites
+        from bascule.objects.inventory import read_inventory
+        from bascule.objects.phases import describe_problems, prove_parity, run_content_suites
 
         workload = self._model()
-        source, target = self._source(workload), self._target(workload)
-        evidence = self._evidence(workload, target)
+        source, target, evidence = self._stores(workload)
         sid = self.snapshot["snapshot_id"]
         base = f"snapshots/{sid}/validate-try{context['ti'].try_number}"
         report_context = {"workload": workload.id, "snapshot": sid, "run_id": context["run_id"]}
@@ -198,12 +175,12 @@ class ValidateOperator(_SnapshotPhase):
             raise AirflowFailException(
                 f"parity failed for {len(parity.problems)} object(s): {describe_problems(parity.problems)}. "
                 f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}. Nothing downstream runs. "
-                f"Runbook: {RUNBOOK}#validate"
+                f"Runbook: {self.runbook()}"
             )
         if not content["success"]:
             raise AirflowFailException(
                 f"content validation failed: {content['failure_summary']}. Report: {content['report_uri']}. "
-                f"Runbook: {RUNBOOK}#validate"
+                f"Runbook: {self.runbook()}"
             )
         return result
 
@@ -215,33 +192,25 @@ class ShadowRunOperator(_SnapshotPhase):
     ui_color = "#f0e8f6"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+        from airflow.sdk.exceptions import AirflowTaskTimeout
 
-        from bascule.object_phases import run_shadow_jobs
+        from bascule.objects.phases import run_shadow_jobs
 
         workload = self._model()
-        source, target = self._source(workload), self._target(workload)
-        evidence = self._evidence(workload, target)
+        source, target, evidence = self._stores(workload)
         name = f"snapshots/{self.snapshot['snapshot_id']}/shadow-try{context['ti'].try_number}"
         report, key = run_shadow_jobs(
             workload, source, target, evidence, name, snapshot=self.snapshot, propagate=(AirflowTaskTimeout,)
         )
-        for line in report.summary():
-            self.log.info("%s", line)
-        append(
-            context, self.workload, "shadow_run",
-            {"success": report.ok, "jobs": len(workload.shadow_run.jobs), "summary": "; ".join(report.summary())[:2000]},
-            [key],
+        self._record_shadow_run(
+            context, report.ok, len(workload.shadow_run.jobs), report.summary(), key, report.diff_report(),
+            evidence.uri(key[len(evidence.prefix) :]),
         )  # fmt: skip
-        if not report.ok:
-            raise AirflowFailException(
-                f"shadow run found differences between Azure and Scaleway:\n{report.diff_report()}\n"
-                f"Report: {evidence.uri(key[len(evidence.prefix) :])}. Runbook: {RUNBOOK}#shadow_run"
-            )
         return {"ok": report.ok, "jobs": len(workload.shadow_run.jobs), "report_key": key}
 
 
-def cutover_body(context: Any) -> str:
+def describe_cutover(context: Any) -> str:
+    """What the approver sees for an object-store workload: the evidence the cutover rests on."""
     ti = context["ti"]
     snapshot = ti.xcom_pull(task_ids="snapshot") or {}
     shards = [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s]
@@ -275,46 +244,6 @@ def cutover_body(context: Any) -> str:
     )
 
 
-def workload_model(workload: dict[str, Any]) -> Any:
-    """The validated manifest model of either kind, from its JSON form."""
-    from bascule.workload import ObjectStoreWorkload, PostgresWorkload
-
-    if workload["kind"] == "postgres":
-        return PostgresWorkload.model_validate(workload)
-    return ObjectStoreWorkload.model_validate(workload)
-
-
-class WaitForWindowOperator(_ObjectStorePhase):
-    """Wait, deferred (no worker slot), until the workload's maintenance window is open."""
-
-    phase = "wait_for_window"
-    ui_color = "#e8f6f4"
-
-    def execute(self, context: Any) -> None:
-        import pendulum
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
-        from bascule.workload import next_window_opening
-
-        workload = workload_model(self.workload)
-        now = pendulum.now("UTC")
-        opening = next_window_opening(workload.cutover.window, now)
-        window = workload.cutover.window
-        if opening <= now:
-            self.log.info(
-                "maintenance window is open (%s %s-%s %s)", window.days, window.start, window.end, window.timezone
-            )
-            return
-        self.log.info(
-            "maintenance window closed; waiting (deferred, no worker slot) until %s (%s local)",
-            opening.isoformat(), opening.in_timezone(window.timezone).to_datetime_string(),
-        )  # fmt: skip
-        self.defer(trigger=DateTimeTrigger(moment=opening), method_name="execute_complete")
-
-    def execute_complete(self, context: Any, event: Any = None) -> None:
-        self.log.info("maintenance window opened")
-
-
 class CutoverOperator(_SnapshotPhase):
     """Freeze the source, sync the final delta, re-prove parity, switch routing, smoke-check."""
 
@@ -322,10 +251,9 @@ class CutoverOperator(_SnapshotPhase):
     ui_color = "#f6e8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-
         from bascule.exceptions import BasculeError
-        from bascule.object_phases import TransferIncomplete, cutover
-        from bascule.routing import RoutingRegistry
+        from bascule.governance.routing import RoutingRegistry
+        from bascule.objects.phases import TransferIncomplete, cutover
         from bascule_airflow import clients
 
         approval = require_quorum(context, self.workload)
@@ -371,38 +299,26 @@ class CutoverOperator(_SnapshotPhase):
         from bascule_airflow.policy_gate import enforce_at_cutover, enforce_object_target
 
         enforce_at_cutover(
-            context, self.workload, [lambda: enforce_object_target(workload, target)], moment, f"{RUNBOOK}#cutover"
+            context, self.workload, [lambda: enforce_object_target(workload, target)], moment, self.runbook()
         )
 
 
-class RollbackOperator(_ObjectStorePhase):
+class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
     """Routing back to Azure and the source unfrozen. Idempotent; recorded in the evidence.
 
     ``when="requested"`` runs when an operator triggers the DAG with the rollback Param;
     ``when="cutover_failed"`` runs only if the cutover task itself failed.
     """
 
-    phase = "rollback"
-    ui_color = "#fde8e8"
-    template_fields = ("reason",)
-
-    def __init__(self, *, when: str, reason: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.when = when
-        self.reason = reason
-
     def execute(self, context: Any) -> dict[str, Any]:
-
-        from bascule.freeze import unfreeze
-        from bascule.routing import RoutingRegistry
+        from bascule.governance.routing import RoutingRegistry
+        from bascule.objects.freeze import unfreeze
         from bascule_airflow import clients
 
-        if self.when == "cutover_failed":
-            skip_unless_cutover_failed(context)
+        reason = self._start_rollback(context)
         workload = self._model()
         target = self._target(workload)
         routing = RoutingRegistry(target.client, workload.target.bucket)
-        reason = rollback_reason(self.when, self.reason)
         current, _ = routing.read(workload.id)
         switched = False
         if current is not None:
@@ -424,8 +340,7 @@ class RollbackOperator(_ObjectStorePhase):
         evidence = self._evidence(workload, target)
         key = evidence.put_json(f"rollbacks/{context['run_id']}-try{context['ti'].try_number}.json", record)
         append(context, self.workload, "rollback", record, [key])
-        if self.when == "requested":
-            chain_for(self.workload, context["run_id"]).seal(self.task_id)
+        self._seal_if_requested(context)
         if current is not None:
             mirror_routing_variable(workload.id, "azure", current.live_location().describe())
         self.log.info(
@@ -455,43 +370,11 @@ class RecordCompletionOperator(_ObjectStorePhase):
             "cutover": ti.xcom_pull(task_ids="cutover"),
         }
         sid = (summary["snapshot"] or {}).get("snapshot_id", "unknown")
-        key = self._evidence(workload, target).put_json(f"snapshots/{sid}/completed-try{ti.try_number}.json", summary)
-        append(context, self.workload, "note", {"summary": f"migration of {workload.id} complete"}, [key])
+        key = self._record_completion(
+            context, self._evidence(workload, target), f"snapshots/{sid}/completed-try{ti.try_number}.json", summary
+        )
         self.log.info(
             "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.target.bucket, key
         )
         return {"summary_key": key}
 
-
-def skip_unless_cutover_failed(context: Any) -> None:
-    """``rollback_after_failed_cutover`` runs on any upstream failure; it acts only if the cutover itself failed."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    states = context["ti"].get_task_states(
-        dag_id=context["dag"].dag_id, task_ids=["cutover"], run_ids=[context["run_id"]]
-    )
-    state = states.get(context["run_id"], {}).get("cutover")
-    if state != "failed":
-        raise AirflowSkipException(f"cutover is {state}, not failed: nothing to roll back")
-
-
-def rollback_reason(when: str, given: str) -> str:
-    return given or ("cutover failed" if when == "cutover_failed" else "rollback requested")
-
-
-def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
-    """Mirror the routing document in an Airflow Variable, for consumers that read Variables."""
-    import json
-
-    from airflow.sdk import Variable
-
-    Variable.set(f"bascule_routing_{workload_id}", json.dumps({"live": live, "location": location}))
-
-
-def choose_mode(**context: Any) -> str:
-    """Branch: a run triggered with ``rollback=true`` only rolls back."""
-    return "rollback_requested" if context["params"].get("rollback") else "preflight"
-
-
-def not_dry_run(**context: Any) -> bool:
-    return not context["params"].get("dry_run")

@@ -13,14 +13,14 @@ from typing import Any
 def deployment() -> Any:
     from airflow.sdk import Variable
 
-    from bascule.policy import DEPLOYMENT_VARIABLE, parse_deployment
+    from bascule.governance.policy import DEPLOYMENT_VARIABLE, parse_deployment
 
     return parse_deployment(Variable.get(DEPLOYMENT_VARIABLE, default=None))
 
 
 def enforce_object_target(workload: Any, bucket: Any) -> Any:
     """The target bucket's rules (TLS, encryption, no archive, not public, region); raises PolicyViolation."""
-    from bascule.policy import enforce_object_target_policy
+    from bascule.governance.object_policy import enforce_object_target_policy
 
     return enforce_object_target_policy(
         bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=None,
@@ -32,7 +32,7 @@ def enforce_postgres_target(sides: Any) -> Any:
     """The target database's rule (TLS sessions); raises PolicyViolation."""
     from contextlib import closing
 
-    from bascule.policy import enforce_postgres_target_policy
+    from bascule.governance.database_policy import enforce_postgres_target_policy
 
     with closing(sides.target()) as conn:
         return enforce_postgres_target_policy(conn, host=sides.target_params.host, deployment=deployment())

@@ -1,34 +1,27 @@
-"""Operators and the catch-up trigger for a postgres workload's phases.
+"""Operators for the phases of a postgres workload (Azure PostgreSQL -> Scaleway PostgreSQL).
 
 Each operator builds connections from Airflow connections (``clients``), calls one
-function of ``bascule.pg_phases``, and maps the domain's errors onto Airflow's: a
+function of ``bascule.postgres.phases``, and maps the domain's errors onto Airflow's: a
 problem with the data or a refusal fails at once; a transient fault raises normally
-so the task's retries apply.
+so the task's retries apply. The plumbing shared with the object-store kind is in
+``bascule_airflow.common``; the catch-up's trigger, which runs in the triggerer, is in
+``bascule_airflow.postgres_trigger``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from airflow.sdk import BaseOperator
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-from bascule_airflow.evidence_records import append, chain_for
-
-RUNBOOK = "docs/runbooks.md"
+from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, SnapshotPhaseOperator, mirror_routing_variable
+from bascule_airflow.evidence_records import append
+from bascule_airflow.postgres_trigger import ReplicationCaughtUpTrigger
+from bascule_airflow.quorum import require_quorum
 
 
-class _PostgresPhase(BaseOperator):
-    phase = "phase"
-
-    def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.workload = workload
-        self.manifest_path = manifest_path
+class _PostgresPhase(PhaseOperator):
+    """The workload model, both databases and the evidence bucket, built inside execute()."""
 
     def _model(self) -> Any:
         from bascule.workload import PostgresWorkload
@@ -46,20 +39,14 @@ class _PostgresPhase(BaseOperator):
         return clients.evidence_store(workload)
 
     def _routing(self, workload: Any) -> Any:
-        from bascule.routing import RoutingRegistry
+        from bascule.governance.routing import RoutingRegistry
         from bascule_airflow import clients
 
         bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
         return RoutingRegistry(bucket.client, workload.evidence.bucket)
 
-    def _fail_or_retry(self, exc: Exception) -> NoReturn:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from bascule.exceptions import StoreAccessError
-
-        if isinstance(exc, StoreAccessError) and exc.retryable:
-            raise exc
-        raise AirflowFailException(f"{exc}\nRunbook: {RUNBOOK}#postgres-{self.phase.replace('_', '-')}") from None
+    def runbook_section(self) -> str:
+        return f"postgres-{self.phase.replace('_', '-')}"
 
     def _run(self, call: Any) -> Any:
         """Call the domain, classifying driver errors (unreachable -> retry, refused -> fail)."""
@@ -76,12 +63,8 @@ class _PostgresPhase(BaseOperator):
             self._fail_or_retry(classify_postgres_error(exc))
 
 
-class _SnapshotPhase(_PostgresPhase):
-    template_fields = ("snapshot",)
-
-    def __init__(self, *, snapshot: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.snapshot = snapshot
+class _SnapshotPhase(SnapshotPhaseOperator, _PostgresPhase):
+    """A postgres phase that works on the snapshot."""
 
 
 class PgSnapshotOperator(_PostgresPhase):
@@ -91,7 +74,7 @@ class PgSnapshotOperator(_PostgresPhase):
     ui_color = "#eef6e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import take_snapshot
+        from bascule.postgres.phases import take_snapshot
 
         workload = self._model()
         fresh = context["ti"].try_number == 1
@@ -130,7 +113,7 @@ class SchemaSectionOperator(_SnapshotPhase):
         self.phase = f"schema_{section.replace('-', '_')}"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import apply_schema_section
+        from bascule.postgres.phases import apply_schema_section
 
         workload = self._model()
         record = self._run(
@@ -158,7 +141,7 @@ class CopyTableOperator(_SnapshotPhase):
         self.table = table
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import copy_one_table
+        from bascule.postgres.phases import copy_one_table
 
         workload = self._model()
         self.log.info("copying %s (a retry truncates and copies it again, in one transaction)", self.table)
@@ -188,7 +171,7 @@ class StartReplicationOperator(_SnapshotPhase):
     ui_color = "#e8f6f4"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import start_replication
+        from bascule.postgres.phases import start_replication
 
         workload = self._model()
         record = self._run(
@@ -215,7 +198,7 @@ class CatchUpOperator(_SnapshotPhase):
         self.poll_seconds = poll_seconds
 
     def execute(self, context: Any) -> Any:
-        from bascule.pg_phases import overlap_end, replication_status
+        from bascule.postgres.phases import overlap_end, replication_status
 
         workload = self._model()
         end = overlap_end([c for c in (self.copies or []) if c])
@@ -240,17 +223,17 @@ class CatchUpOperator(_SnapshotPhase):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.pg_phases import finish_catch_up
+        from bascule.postgres.phases import finish_catch_up
 
         status = event.get("status")
         if status == "error":
-            raise AirflowFailException(f"{event['message']}\nRunbook: {RUNBOOK}#postgres-catch-up")
+            raise AirflowFailException(f"{event['message']}\nRunbook: {self.runbook()}")
         if status == "timeout":
             raise AirflowFailException(
                 f"replica still behind after {self._model().replication.catch_up_timeout_minutes} min: "
                 f"{event['lag_bytes']} bytes, {event.get('lag_seconds')} s. Check the subscription on the target "
                 f"(pg_stat_subscription) and the source's write rate, then clear this task. "
-                f"Runbook: {RUNBOOK}#postgres-catch-up"
+                f"Runbook: {self.runbook()}"
             )
         workload = self._model()
         done = self._run(
@@ -265,64 +248,6 @@ class CatchUpOperator(_SnapshotPhase):
         return result
 
 
-class ReplicationCaughtUpTrigger(BaseTrigger):
-    """Polls replication lag in the triggerer; fires when under threshold and past the copies' overlap."""
-
-    def __init__(self, workload: dict[str, Any], overlap_end_lsn: str, deadline: float, poll_seconds: float = 5.0):
-        super().__init__()
-        self.workload = workload
-        self.overlap_end_lsn = overlap_end_lsn
-        self.deadline = deadline
-        self.poll_seconds = poll_seconds
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            "bascule_airflow.postgres.ReplicationCaughtUpTrigger",
-            {
-                "workload": self.workload,
-                "overlap_end_lsn": self.overlap_end_lsn,
-                "deadline": self.deadline,
-                "poll_seconds": self.poll_seconds,
-            },
-        )
-
-    def _poll(self) -> dict[str, Any]:
-        from bascule.pg_phases import replication_status
-        from bascule.workload import PostgresWorkload
-        from bascule_airflow import clients
-
-        workload = PostgresWorkload.model_validate(self.workload)
-        return replication_status(workload, clients.postgres_sides(workload), self.overlap_end_lsn)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from asgiref.sync import sync_to_async
-
-        from bascule.exceptions import BasculeError
-
-        last: dict[str, Any] = {}
-        while True:
-            try:
-                # Connection lookups are synchronous: run them off the event loop.
-                last = await sync_to_async(self._poll)()
-            except BasculeError as exc:
-                yield TriggerEvent({"status": "error", "message": str(exc)})
-                return
-            except Exception as exc:  # an unreachable server: keep polling until the deadline
-                self.log.warning("replication status unavailable (will retry): %s", str(exc).splitlines()[0])
-            else:
-                self.log.info(
-                    "replication lag: %d bytes, %s s; overlap replayed: %s",
-                    last["lag_bytes"], last["lag_seconds"], last["overlap_replayed"],
-                )  # fmt: skip
-                if last["ready"]:
-                    yield TriggerEvent({"status": "ready", **last})
-                    return
-            if time.time() > self.deadline:
-                yield TriggerEvent({"status": "timeout", "lag_bytes": last.get("lag_bytes"), **last})
-                return
-            await asyncio.sleep(self.poll_seconds)
-
-
 class PgValidateOperator(_SnapshotPhase):
     """Segmented-checksum diff of every table, then the Great Expectations suites on the target."""
 
@@ -332,7 +257,7 @@ class PgValidateOperator(_SnapshotPhase):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.pg_phases import validate
+        from bascule.postgres.validation_phases import validate
 
         workload = self._model()
         evidence = self._evidence(workload)
@@ -357,12 +282,12 @@ class PgValidateOperator(_SnapshotPhase):
         if not result["diff_ok"]:
             raise AirflowFailException(
                 f"table diff found rows that differ: {result['diff_summary']}. Report: {result['diff_uri']}. "
-                f"Nothing downstream runs. Runbook: {RUNBOOK}#postgres-validate"
+                f"Nothing downstream runs. Runbook: {self.runbook()}"
             )
         if not result["gates_ok"]:
             raise AirflowFailException(
                 f"Great Expectations gates failed: {result['gates_summary']}. Report: {result['gates_uri']}. "
-                f"Runbook: {RUNBOOK}#postgres-validate"
+                f"Runbook: {self.runbook()}"
             )
         return {k: v for k, v in result.items() if k not in ("diffs",)}
 
@@ -374,9 +299,7 @@ class PgShadowRunOperator(_SnapshotPhase):
     ui_color = "#f0e8f6"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from bascule.pg_phases import shadow_run
+        from bascule.postgres.validation_phases import shadow_run
 
         workload = self._model()
         report = self._run(
@@ -385,18 +308,10 @@ class PgShadowRunOperator(_SnapshotPhase):
                 context["ti"].try_number,
             )
         )  # fmt: skip
-        for line in report["summary"]:
-            self.log.info("%s", line)
-        append(
-            context, self.workload, "shadow_run",
-            {"success": report["ok"], "jobs": report["jobs"], "summary": "; ".join(report["summary"])[:2000]},
-            [report["report_key"]],
+        self._record_shadow_run(
+            context, report["ok"], report["jobs"], report["summary"], report["report_key"], report["diff_report"],
+            report["report_uri"],
         )  # fmt: skip
-        if not report["ok"]:
-            raise AirflowFailException(
-                f"shadow run found differences between Azure and Scaleway:\n{report['diff_report']}\n"
-                f"Report: {report['report_uri']}. Runbook: {RUNBOOK}#postgres-shadow-run"
-            )
         return {k: v for k, v in report.items() if k != "diff_report"}
 
 
@@ -407,10 +322,7 @@ class PgCutoverOperator(_SnapshotPhase):
     ui_color = "#f6e8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-
-        from bascule.pg_phases import cutover
-        from bascule_airflow.approval import require_quorum
-        from bascule_airflow.object_store import mirror_routing_variable
+        from bascule.postgres.cutover_phases import cutover
 
         approval = require_quorum(context, self.workload)
         workload = self._model()
@@ -452,33 +364,20 @@ class PgCutoverOperator(_SnapshotPhase):
                 lambda: enforce_object_target(workload, evidence_bucket),
             ],
             moment,
-            f"{RUNBOOK}#postgres-cutover",
+            self.runbook(),
         )
 
 
-class PgRollbackOperator(_PostgresPhase):
+class PgRollbackOperator(RollbackPhaseOperator, _PostgresPhase):
     """Routing back to the source, application roles unfrozen; target writes since cutover reported."""
 
-    phase = "rollback"
-    ui_color = "#fde8e8"
-    template_fields = ("reason",)
-
-    def __init__(self, *, when: str, reason: str = "", **kwargs: Any):
-        super().__init__(**kwargs)
-        self.when = when
-        self.reason = reason
-
     def execute(self, context: Any) -> dict[str, Any]:
+        from bascule.postgres.cutover_phases import rollback
 
-        from bascule.pg_phases import rollback
-        from bascule_airflow.object_store import mirror_routing_variable, rollback_reason, skip_unless_cutover_failed
-
-        if self.when == "cutover_failed":
-            skip_unless_cutover_failed(context)
+        reason = self._start_rollback(context)
         workload = self._model()
         evidence = self._evidence(workload)
         baseline = _last_cutover_baseline(evidence)
-        reason = rollback_reason(self.when, self.reason)
 
         def warn(message: str) -> None:
             self.log.warning("%s", message)
@@ -491,8 +390,7 @@ class PgRollbackOperator(_PostgresPhase):
         )  # fmt: skip
         mirror_routing_variable(workload.id, "azure", f"postgresql database {workload.source.database} (Azure)")
         append(context, self.workload, "rollback", record)
-        if self.when == "requested":
-            chain_for(self.workload, context["run_id"]).seal(self.task_id)
+        self._seal_if_requested(context)
         self.log.info(
             "rollback: routing %s (live: %s); roles %s writable again on the source; reason: %s",
             "switched back to Azure" if record["routing_changed"] else "already on Azure", record["live"],
@@ -517,7 +415,7 @@ class ReleaseReplicationOperator(_PostgresPhase):
     ui_color = "#fde8e8"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import release_replication
+        from bascule.postgres.cutover_phases import release_replication
 
         workload = self._model()
         record = self._run(lambda: release_replication(workload, self._sides(workload)))
@@ -534,7 +432,7 @@ class PgCompleteOperator(_SnapshotPhase):
     phase = "complete"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.pg_phases import run_key
+        from bascule.postgres.phases import run_key
 
         ti = context["ti"]
         workload = self._model()
@@ -557,15 +455,15 @@ class PgCompleteOperator(_SnapshotPhase):
             },  # fmt: skip
             "copy": [c for c in (ti.xcom_pull(task_ids="copy_table") or []) if c],
         }
-        key = self._evidence(workload).put_json(
-            f"runs/{run_key(context['run_id'])}/completed-try{ti.try_number}.json", summary
-        )
-        append(context, self.workload, "note", {"summary": f"migration of {workload.id} complete"}, [key])
+        key = self._record_completion(
+            context, self._evidence(workload), f"runs/{run_key(context['run_id'])}/completed-try{ti.try_number}.json",
+            summary,
+        )  # fmt: skip
         self.log.info("migration of %s complete; evidence summary at %s", workload.id, key)
         return {"summary_key": key}
 
 
-def cutover_body(context: Any) -> str:
+def describe_cutover(context: Any) -> str:
     """What the approver sees for a postgres workload: the evidence the cutover rests on."""
     ti = context["ti"]
     snapshot = ti.xcom_pull(task_ids="snapshot") or {}

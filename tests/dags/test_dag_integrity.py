@@ -354,7 +354,12 @@ def test_gates_have_no_default_and_dags_no_bypass_param(shipped_bag):
 
 def test_gate_code_reads_no_environment_variable():
     """No environment variable can bypass a gate: the gate and quorum code never read one."""
-    for path in (ROOT / "plugins" / "bascule_airflow" / "approval.py", ROOT / "include" / "bascule" / "approvals.py"):
+    gate_code = (
+        ROOT / "plugins" / "bascule_airflow" / "approval.py",
+        ROOT / "plugins" / "bascule_airflow" / "quorum.py",
+        ROOT / "include" / "bascule" / "governance" / "approvals.py",
+    )
+    for path in gate_code:
         text = path.read_text()
         for needle in ("os.environ", "getenv", "Variable.get"):
             assert needle not in text, f"{path.name} reads {needle}"

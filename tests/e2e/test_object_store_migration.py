@@ -19,7 +19,8 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 import devstack
 from airflow_stack import AirflowStack, Api
-from bascule.synthetic import SMALL, DocumentsSpec, generate_migration_demo, upload_to_azure
+from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
+from bascule.synthetic.snds import SMALL, upload_to_azure
 
 pytestmark = pytest.mark.e2e
 

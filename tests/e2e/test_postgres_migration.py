@@ -25,7 +25,9 @@ import yaml
 import devstack
 import pgclusters
 from airflow_stack import AirflowStack, Api
-from bascule import synthetic_pg
+from bascule.synthetic import registry as synthetic_pg
+from bascule.synthetic.target_check import check_target
+from bascule.synthetic.writer import Writer
 
 pytestmark = pytest.mark.e2e
 
@@ -205,7 +207,7 @@ def test_live_migration_with_a_writer_then_rollback(
     workload = "pg_e2e_full"
     dag_id = f"migrate_{workload}"
     writes = tmp_path / "writes.jsonl"
-    writer = synthetic_pg.Writer(source.dsn(workload, user=APP_ROLE, password=APP_PASSWORD), writes, seed=11)
+    writer = Writer(source.dsn(workload, user=APP_ROLE, password=APP_PASSWORD), writes, seed=11)
     writer.start()
     try:
         run_id = operator.trigger(dag_id, {"dry_run": False, "rollback": False})
@@ -218,7 +220,7 @@ def test_live_migration_with_a_writer_then_rollback(
     # Every write the application saw acknowledged is on the target; the freeze refused the rest.
     assert writer.acknowledged() > 50, "the writer must have written throughout the migration"
     with closing(target.connect(workload)) as conn:
-        assert synthetic_pg.check_target(conn, writes) == []
+        assert check_target(conn, writes) == []
     assert writer.refused() > 0, "writes after the freeze must have been refused on the source"
     assert _table_fingerprints(source, workload) == _table_fingerprints(target, workload)
 

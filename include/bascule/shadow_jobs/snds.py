@@ -1,4 +1,4 @@
-"""Example shadow jobs over the synthetic SNDS-like dataset (:mod:`bascule.synthetic`).
+"""Example shadow jobs over the synthetic SNDS-like dataset (:mod:`bascule.synthetic.snds`).
 
 Each job mirrors an aggregate the dataset's users compute, reads CSVs with the
 standard library only, and lists objects through the reader, so an object missing on
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bascule.shadow import DatasetReader
-from bascule.synthetic import PATIENTS_KEY
+from bascule.synthetic.snds import PATIENTS_KEY
+from bascule.validation.object_shadow import DatasetReader
 
 STAYS_PREFIX = "stays/"
 DISPENSATIONS_PREFIX = "dispensations/"

@@ -19,7 +19,7 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest
 
 from bascule.exceptions import BasculeError, StoreAccessError
-from bascule.storage.base import ObjectInfo
+from bascule.storage.base import TRANSIENT_HTTP_STATUS, ObjectInfo
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobProperties, BlobServiceClient
@@ -33,8 +33,7 @@ DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
 # held whole, and the SDK's list(response) transiently reserves 8 bytes of
 # (untouched) pointers per byte: keep pieces small.
 _PUBLIC_CHUNK_SIZE = 4 * 1024 * 1024
-# Azure throttles with 503 ServerBusy / 500 OperationTimedOut; 408 and 429 likewise pass.
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# Azure throttles with 503 ServerBusy / 500 OperationTimedOut: both are in TRANSIENT_HTTP_STATUS.
 
 
 class SourceChangedError(BasculeError):
@@ -102,19 +101,7 @@ class AzureBlobContainer:
         """Every blob under ``prefix``, page by page: memory stays flat however many there are."""
         try:
             for blob in self._client.list_blobs(name_starts_with=prefix or None, include=["metadata"]):
-                settings = blob.content_settings
-                md5 = settings.content_md5 if settings else None
-                yield ObjectInfo(
-                    key=blob.name,
-                    size=int(blob.size),
-                    etag=str(blob.etag).strip('"'),
-                    last_modified=blob.last_modified,
-                    content_md5=base64.b64encode(bytes(md5)).decode() if md5 else None,
-                    content_type=settings.content_type if settings else None,
-                    content_encoding=settings.content_encoding if settings else None,
-                    metadata=dict(blob.metadata or {}),
-                    access_tier=str(blob.blob_tier) if blob.blob_tier else None,
-                )
+                yield _object_info(blob)
         except ResourceNotFoundError:
             raise StoreAccessError(f"{self.describe()}: container not found", retryable=False) from None
 
@@ -267,7 +254,7 @@ class AzureBlobContainer:
                 retryable=False,
             )
         return StoreAccessError(
-            f"{where}: blob '{key}': HTTP {status} {code or ''}".rstrip(), retryable=status in _TRANSIENT_STATUS
+            f"{where}: blob '{key}': HTTP {status} {code or ''}".rstrip(), retryable=status in TRANSIENT_HTTP_STATUS
         )
 
     def _short_read(self, key: str, offset: int, expected: int, got: int) -> StoreAccessError:
@@ -303,7 +290,7 @@ class AzureBlobContainer:
             return StoreAccessError(
                 f"{where}: blob '{key}': HTTP {status} {getattr(exc, 'error_code', None) or ''} "
                 f"({_first_line(exc)})".replace("  ", " "),
-                retryable=status is None or status in _TRANSIENT_STATUS,
+                retryable=status is None or status in TRANSIENT_HTTP_STATUS,
             )
         if isinstance(exc, ConnectionError | TimeoutError):
             return StoreAccessError(f"{where}: blob '{key}': network error ({_first_line(exc)})", retryable=True)

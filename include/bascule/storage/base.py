@@ -3,6 +3,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The user-metadata key that records an object's base64 MD5 at the target: the name
+# `rclone check` reads for multipart S3 objects, whose ETag is not an MD5.
+MD5_KEY = "md5chksum"
+# Throttling and server-side hiccups, on either store: the request was fine, the moment was not.
+TRANSIENT_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

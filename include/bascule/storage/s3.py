@@ -24,11 +24,10 @@ from botocore.exceptions import (
 )
 
 from bascule.exceptions import BasculeError, StoreAccessError
-from bascule.storage.base import ObjectInfo
+from bascule.storage.base import MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
 
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
-# Throttling and server-side hiccups: the request was fine, the moment was not.
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# Beyond TRANSIENT_HTTP_STATUS, the codes S3 throttles or hiccups with.
 _TRANSIENT_CODES = {
     "SlowDown",
     "Throttling",
@@ -147,7 +146,7 @@ class S3Bucket:
         try:
             answer = self._client.get_bucket_location(Bucket=self.bucket)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = _code(exc)
             if code in ("NoSuchBucket", "404"):
                 return None
             raise self._access_error(exc, code) from None
@@ -169,7 +168,7 @@ class S3Bucket:
         try:
             self._client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region})
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = _code(exc)
             if code != "BucketAlreadyOwnedByYou":
                 raise self._access_error(exc, code) from None
         try:
@@ -180,7 +179,7 @@ class S3Bucket:
                 },
             )
         except ClientError as exc:
-            raise self._access_error(exc, exc.response.get("Error", {}).get("Code", "")) from None
+            raise self._access_error(exc, _code(exc)) from None
 
     # -- capabilities ---------------------------------------------------------------
 
@@ -191,7 +190,7 @@ class S3Bucket:
         up front: SigV4 payload signing over plain HTTP (or over HTTPS without a
         Content-MD5), or a CRC32 header checksum over plain HTTP
         (``request_checksum_calculation="when_supported"``, boto3's default). The
-        copier then buffers instead of streaming; :func:`bascule.transfer.recommended_s3_config`
+        copier then buffers instead of streaming; :func:`bascule.objects.copy_config.recommended_s3_config`
         sets what makes streaming possible.
         """
         config = self._client.meta.config
@@ -221,11 +220,11 @@ class S3Bucket:
         return ObjectInfo(
             key=key,
             size=int(answer["ContentLength"]),
-            etag=str(answer.get("ETag", "")).strip('"'),
+            etag=_etag(answer),
             last_modified=answer["LastModified"],
             # The MD5 of the source as we recorded it; the ETag is not an MD5 for
             # multipart or SSE-C objects, so it is never used in its place.
-            content_md5=metadata.get("md5chksum"),
+            content_md5=metadata.get(MD5_KEY),
             content_type=answer.get("ContentType"),
             content_encoding=answer.get("ContentEncoding"),
             metadata=metadata,
@@ -245,7 +244,7 @@ class S3Bucket:
                     yield ObjectInfo(
                         key=item["Key"],
                         size=int(item["Size"]),
-                        etag=str(item.get("ETag", "")).strip('"'),
+                        etag=_etag(item),
                         last_modified=item["LastModified"],
                         access_tier=item.get("StorageClass"),
                     )
@@ -279,7 +278,7 @@ class S3Bucket:
         if if_none_match:
             params["IfNoneMatch"] = "*"
         answer = self._call("PUT", key, lambda: self._client.put_object(**params))
-        return str(answer.get("ETag", "")).strip('"')
+        return _etag(answer)
 
     def create_multipart(
         self,
@@ -317,7 +316,7 @@ class S3Bucket:
         if content_md5:
             params["ContentMD5"] = content_md5
         answer = self._call(f"UploadPart #{part_number}", key, lambda: self._client.upload_part(**params))
-        return str(answer.get("ETag", "")).strip('"')
+        return _etag(answer)
 
     def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[UploadedPart], *, if_none_match: bool = False
@@ -332,7 +331,7 @@ class S3Bucket:
         if if_none_match:
             params["IfNoneMatch"] = "*"
         answer = self._call("CompleteMultipartUpload", key, lambda: self._client.complete_multipart_upload(**params))
-        return str(answer.get("ETag", "")).strip('"')
+        return _etag(answer)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Abort an upload and free its parts. An upload already gone is not an error."""
@@ -380,7 +379,7 @@ class S3Bucket:
             MetadataDirective="REPLACE",
         )
         answer = self._call("CopyObject (metadata)", key, lambda: self._client.copy_object(**params))
-        return str(answer.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+        return _etag(answer.get("CopyObjectResult", {}))
 
     def get_stream(self, key: str) -> IO[bytes]:
         """The object's body as a stream; the caller reads and closes it."""
@@ -441,7 +440,7 @@ class S3Bucket:
         if isinstance(exc, ClientError):
             code, status = _code(exc), _status(exc)
             message = exc.response.get("Error", {}).get("Message", "")
-            if code in _AUTH_ERRORS or status == 403:
+            if _denied(code, status):
                 return StoreAccessError(
                     f"{where}: access denied ({code}); check the access key and secret in the target "
                     "connection and the key's write permission on this bucket",
@@ -449,7 +448,7 @@ class S3Bucket:
                 )
             return StoreAccessError(
                 f"{where}: {code or 'error'} (HTTP {status}){': ' + message if message else ''}",
-                retryable=status is None or status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES,
+                retryable=status is None or status in TRANSIENT_HTTP_STATUS or code in _TRANSIENT_CODES,
             )
         if isinstance(
             exc, HTTPClientError | BotoConnectionError | IncompleteReadError | ConnectionError | TimeoutError
@@ -462,8 +461,8 @@ class S3Bucket:
         return StoreAccessError(f"{where}: unexpected {type(exc).__name__}: {exc}", retryable=False)
 
     def _access_error(self, exc: ClientError, code: str) -> StoreAccessError:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _AUTH_ERRORS or status == 403:
+        status = _status(exc)
+        if _denied(code, status):
             return StoreAccessError(
                 f"{self.describe()}: access denied ({code}); check the access key and secret "
                 "in the target connection and the key's permissions on this bucket",
@@ -482,3 +481,12 @@ def _code(exc: ClientError) -> str:
 def _status(exc: ClientError) -> int | None:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
+
+
+def _denied(code: str, status: int | None) -> bool:
+    return code in _AUTH_ERRORS or status == 403
+
+
+def _etag(answer: Mapping[str, Any]) -> str:
+    # S3 answers with the ETag in quotes; inventories and If-Match conditions here keep it bare.
+    return str(answer.get("ETag", "")).strip('"')

@@ -1,0 +1,1 @@
+"""Object-store workloads (Azure Blob -> Scaleway S3): inventory, part planning, the verified copier, freeze, parity, and the phases."""

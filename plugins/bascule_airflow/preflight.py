@@ -1,0 +1,107 @@
+"""The preflight of either kind: proves the workload can run before anything moves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bascule_airflow.common import PhaseOperator
+
+
+class PreflightOperator(PhaseOperator):
+    """Prove the workload can run: connections, locations, region policy. Moves no byte.
+
+    The manifest travels with the task (as validated JSON), so the task checks
+    exactly the workload the DAG shows, even if the YAML changed since parsing.
+    """
+
+    phase = "preflight"
+    ui_color = "#e8f4fd"
+    template_fields = ("dry_run",)
+
+    def __init__(self, *, dry_run: Any = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bascule.exceptions import PreflightError
+
+        dry_run = _as_bool(self.dry_run)
+        if self.workload["kind"] == "object_store":
+            report = _object_store_report(self.workload, self.manifest_path, dry_run)
+        else:
+            report = _postgres_report(self.workload, self.manifest_path, dry_run)
+        for check in report.checks:
+            self.log.info("%s %s: %s", "PASS" if check.ok else "FAIL", check.name, check.detail)
+        if dry_run:
+            self.log.info("dry run: nothing was created or changed on the target")
+        elif report.ok:
+            from bascule_airflow.evidence_records import append
+
+            append(context, self.workload, "policy", {**report.summary(), "success": True, "when": "preflight"})
+        try:
+            report.raise_for_failures()
+        except PreflightError as exc:
+            advice = f"Fix the failing check(s) above, then clear this task. Runbook: {self.runbook()}"
+            if report.retryable:
+                # An unreachable endpoint may come back: let Airflow's retries try again.
+                raise PreflightError(exc.workload_id, [*exc.failures, advice]) from None
+            raise AirflowFailException(f"{exc}\n{advice}") from None
+        return report.summary()
+
+
+def _object_store_report(workload_json: dict[str, Any], manifest_path: str, dry_run: bool) -> Any:
+    from bascule.objects.preflight import preflight_object_store
+    from bascule.workload import ObjectStoreWorkload
+    from bascule_airflow import clients, policy_gate
+
+    workload = ObjectStoreWorkload.model_validate(workload_json)
+    return preflight_object_store(
+        workload,
+        manifest_path,
+        clients.blob_container(workload.source.conn_id, workload.source.container),
+        clients.s3_bucket(workload.target.conn_id, workload.target.bucket),
+        dry_run=dry_run,
+        deployment=policy_gate.deployment(),
+    )
+
+
+def _postgres_report(workload_json: dict[str, Any], manifest_path: str, dry_run: bool) -> Any:
+    from bascule.postgres.preflight import preflight_postgres
+    from bascule.workload import PostgresWorkload
+    from bascule_airflow import clients
+
+    workload = PostgresWorkload.model_validate(workload_json)
+    report = preflight_postgres(
+        workload,
+        manifest_path,
+        clients.postgres_connector(workload.source.conn_id),
+        clients.postgres_connector(workload.target.conn_id),
+        clients.classify_postgres_error,
+        dry_run=dry_run,
+    )
+    if report.ok:
+        report = _with_database_checks(report, workload, manifest_path, dry_run)
+    return report
+
+
+def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_run: bool) -> Any:
+    """Both servers answer: now check replication readiness, keys, roles and the evidence bucket."""
+    from bascule.postgres.preflight import preflight_checks
+    from bascule.preflight import PreflightReport
+    from bascule_airflow import clients
+    from bascule_airflow.policy_gate import deployment
+
+    evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+    extra = preflight_checks(
+        workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run,
+        deployment=deployment(),
+    )  # fmt: skip
+    return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
