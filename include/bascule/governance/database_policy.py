@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bascule.governance.policy import (
-    CheckResult,
-    Deployment,
-    PolicyReport,
-    checked_deployment,
-    local_development_pass,
-    plain_text_allowed,
-)
+from bascule.governance import policy
+from bascule.governance.policy import CheckResult, Deployment, PolicyReport
 
 DATABASE_SSLMODES_WITHOUT_FALLBACK = frozenset({"require", "verify-ca", "verify-full"})
 
@@ -30,7 +24,7 @@ def check_database_tls(conn: Any, *, host: str, deployment: Deployment) -> Check
     """``policy_database_tls``: this session is encrypted (``pg_stat_ssl``) and its sslmode
     cannot fall back to plain text. A plain session to a local stand-in host passes only
     when the deployment is declared local development, flagged ``local_development``."""
-    deployment = checked_deployment(deployment)
+    deployment = policy.checked_deployment(deployment)
     name = "policy_database_tls"
     cur = conn.cursor()
     try:
@@ -61,9 +55,9 @@ def check_database_tls(conn: Any, *, host: str, deployment: Deployment) -> Check
             "with the provider's CA as sslrootcert"
         )
         return CheckResult(name, True, f"the session to {server} is encrypted ({version}, {cipher}){note}", facts)
-    if not in_use and plain_text_allowed(deployment, host):
+    if not in_use and policy.plain_text_allowed(deployment, host):
         what = f"the session to {server} is NOT encrypted (server ssl={server_ssl}, sslmode={sslmode})"
-        return local_development_pass(name, what, "the server", facts)
+        return policy.local_development_pass(name, what, "the server", facts)
     if in_use:
         problem = (
             f"the session to {server} is encrypted, but sslmode={sslmode} lets a later connection fall back to "

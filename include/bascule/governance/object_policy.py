@@ -7,7 +7,7 @@ violation (e.g. just before the routing switch).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from bascule.governance.bucket_rules import LOCATION, SettingUnverifiable, evaluate_bucket_rules, read_bucket_setting
@@ -70,6 +70,16 @@ def check_endpoint_tls(endpoint_url: str, bucket: str, *, deployment: Deployment
     )
 
 
+class ObjectTargetRules(TypedDict, total=False):
+    """The keyword arguments of :func:`evaluate_object_target_policy`, for the callers that pass them on."""
+
+    deployment: Required[Deployment]
+    sse_customer_key: Required[bytes | None]
+    expected_region: str | None
+    sample_prefix: str | None
+    sample_size: int
+
+
 def evaluate_object_target_policy(
     client: Any,
     bucket: str,
@@ -105,27 +115,11 @@ def _check_region_of(client: Any, bucket: str, expected_region: str) -> CheckRes
 
 
 def enforce_object_target_policy(
-    client: Any,
-    bucket: str,
-    endpoint_url: str,
-    *,
-    deployment: Deployment,
-    sse_customer_key: bytes | None,
-    expected_region: str | None = None,
-    sample_prefix: str | None = None,
+    client: Any, bucket: str, endpoint_url: str, **rules: Unpack[ObjectTargetRules]
 ) -> PolicyReport:
     """Evaluate and refuse: raises PolicyViolation unless every rule passes (e.g. just before
     the routing switch). The returned report is the evidence record."""
-    checks = evaluate_object_target_policy(
-        client,
-        bucket,
-        endpoint_url,
-        deployment=deployment,
-        sse_customer_key=sse_customer_key,
-        expected_region=expected_region,
-        sample_prefix=sample_prefix,
-    )
-    report = PolicyReport(f"S3 bucket '{bucket}' at {endpoint_url}", deployment, tuple(checks))
+    checks = evaluate_object_target_policy(client, bucket, endpoint_url, **rules)
+    report = PolicyReport(f"S3 bucket '{bucket}' at {endpoint_url}", rules["deployment"], tuple(checks))
     report.raise_for_violations()
     return report
-
