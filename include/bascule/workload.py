@@ -136,6 +136,10 @@ class Replication(_Strict):
 class PostgresTransfer(_Strict):
     # Tables copied at the same time (mapped tasks running at once).
     concurrency: int = Field(default=4, ge=1, le=64)
+    # A table larger than this (pg_table_size at the snapshot, in MiB) is copied by several
+    # mapped tasks over disjoint primary-key ranges of about this size each, so no single
+    # COPY (and no single retry) has to move more. Low values are for tests and demos.
+    split_table_above_mib: int = Field(default=10240, ge=1)
 
 
 class Validation(_Strict):
@@ -221,9 +225,58 @@ class MaintenanceWindow(_Strict):
         return self
 
 
+# Azure stored access policy ids (signed identifiers): 1-64 characters.
+POLICY_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class Freeze(_Strict):
+    """How an object workload's writers are cut off at cutover (docs/workloads.md#cutover)."""
+
+    # leases by default: what existing manifests did, and it needs nothing of the writers;
+    # stored_access_policy is the method for containers above max_objects.
+    method: Literal["stored_access_policy", "leases"] = "leases"
+    # The stored access policy the writers' SAS tokens are bound to (their 'si=' parameter).
+    policy_id: Annotated[str, StringConstraints(pattern=POLICY_ID_PATTERN)] | None = None
+    # Azure documents up to 30 s for a policy change to take effect.
+    probe_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    # Leasing costs one request per blob while writers wait: refused above this.
+    max_objects: int = Field(default=50_000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _policy_named(self) -> Freeze:
+        if self.method == "stored_access_policy" and self.policy_id is None:
+            raise ValueError(
+                "method stored_access_policy needs 'policy_id': the stored access policy on the source container "
+                "that the writers' SAS tokens are bound to (their 'si=' parameter)"
+            )
+        if self.method == "leases" and self.policy_id is not None:
+            raise ValueError(
+                f"policy_id '{self.policy_id}' is only used by method stored_access_policy; set "
+                "method: stored_access_policy, or remove policy_id"
+            )
+        return self
+
+
 class Cutover(_Strict):
     routing: Literal["routing_registry"] = "routing_registry"
     window: MaintenanceWindow
+    # Declared here only to refuse it with a message that names the field: ObjectCutover
+    # replaces it; a postgres workload freezes through its roles instead.
+    freeze: Any = Field(default=None, exclude=True)
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze_is_for_objects(cls, value: Any) -> Any:
+        if cls is Cutover and value is not None:
+            raise ValueError(
+                "a postgres workload freezes writes by making source.application_roles read-only at cutover; "
+                "cutover.freeze is for object_store workloads: remove it"
+            )
+        return value
+
+
+class ObjectCutover(Cutover):
+    freeze: Freeze = Field(default_factory=Freeze)
 
 
 def _default_regions() -> list[ScalewayRegion]:
@@ -258,6 +311,7 @@ class _WorkloadBase(_Strict):
 
 class ObjectStoreWorkload(_WorkloadBase):
     kind: Literal["object_store"]
+    cutover: ObjectCutover
     source: BlobSource
     target: S3Target
     transfer: Transfer = Field(default_factory=Transfer)

@@ -132,8 +132,6 @@ def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: Prefligh
     """preflight -> snapshot -> schema_pre_data -> copy_table[tables] -> schema_post_data
     -> start_replication -> catch_up -> validate -> shadow_run -> approve_cutover
     -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
-    from airflow.providers.standard.operators.python import PythonOperator
-
     from bascule_airflow import postgres as ops
 
     args = {**_phase_args(workload, path), **NETWORK_TASK_ARGS}
@@ -142,15 +140,17 @@ def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: Prefligh
     pre_data = ops.SchemaSectionOperator(
         task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, **args
     )
-    plan_copy = PythonOperator(
+    plan_copy = ops.PlanCopyOperator(
         task_id="plan_copy",
-        python_callable=ops.tables_largest_first,
-        op_kwargs={"snapshot": snapshot.output},
-        doc_md="One copy task per table, largest first.",
+        snapshot=snapshot.output,
+        doc_md="One copy task per table, largest first; a table over transfer.split_table_above_mib "
+        "gets one task per primary-key range.",
+        **args,
     )
     copy_table = ops.CopyTableOperator.partial(
         task_id="copy_table",
         snapshot=snapshot.output,
+        map_index_template="{{ copy_unit }}",  # the grid shows "registry.stays range 2/4 of ..." per task
         max_active_tis_per_dagrun=workload.transfer.concurrency,
         **args,
     ).expand(table=plan_copy.output)

@@ -166,14 +166,14 @@ class ValidateOperator(_SnapshotPhase):
         }
         append(
             context, self.workload, "validation",
-            {"success": result["success"], "parity_objects": parity.rows, "parity_problems": len(parity.problems),
+            {"success": result["success"], "parity_objects": parity.rows, "parity_problems": parity.problem_count,
              "content_success": content["success"],
              "summary": "parity and content suites passed" if result["success"] else "validation failed"},
             [parity.report_key, content.get("report_key") or ""],
         )  # fmt: skip
         if not parity.success:
             raise AirflowFailException(
-                f"parity failed for {len(parity.problems)} object(s): {describe_problems(parity.problems)}. "
+                f"parity failed for {parity.problem_count} object(s): {describe_problems(parity.problems, total=parity.problem_count)}. "
                 f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}. Nothing downstream runs. "
                 f"Runbook: {self.runbook()}"
             )
@@ -282,11 +282,15 @@ class CutoverOperator(_SnapshotPhase):
             self._fail_or_retry(exc)
         mirror_routing_variable(workload.id, "scaleway", record["routing"])
         self.log.info(
-            "cutover done: routing -> %s; writes blocked for %.1f s (freezing %.1f s, then %.1f s to the switch)",
-            record["routing"], record["freeze_to_switch_seconds"], record["freeze_seconds"],
-            record["frozen_to_switch_seconds"],
+            "cutover done: routing -> %s; writes blocked for %.1f s (freezing by %s %.1f s, of which %.1f s waiting "
+            "for the probe write to be refused, then %.1f s to the switch)",
+            record["routing"], record["freeze_to_switch_seconds"], record["freeze_method"], record["freeze_seconds"],
+            record["probe_wait_seconds"], record["frozen_to_switch_seconds"],
         )  # fmt: skip
-        keep = ("snapshot_id", "switched_at", "freeze_seconds", "frozen_to_switch_seconds", "freeze_to_switch_seconds")
+        keep = (
+            "snapshot_id", "switched_at", "freeze_seconds", "frozen_to_switch_seconds", "freeze_to_switch_seconds",
+            "probe_wait_seconds", "freeze_method",
+        )  # fmt: skip
         result = {k: record[k] for k in (*keep, "routing", "smoke")}
         append(
             context, self.workload, "cutover",
@@ -323,10 +327,12 @@ class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
         switched = False
         if current is not None:
             current, switched = routing.switch(workload.id, "azure", context["run_id"], reason)
+        # Restores the stored access policy exactly as recorded on the container at freeze time.
         released = unfreeze(
             clients.container_client(workload.source.conn_id, workload.source.container),
             workload.source.prefix,
             workload.id,
+            config=workload.cutover.freeze,
         )
         record = {
             "when": self.when,
@@ -334,6 +340,7 @@ class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
             "routing_changed": switched,
             "live": current.live if current else "azure (never switched)",
             "leases_released": released.released,
+            "policy_restored": released.policy_restored,
             "run_id": context["run_id"],
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -344,8 +351,9 @@ class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
         if current is not None:
             mirror_routing_variable(workload.id, "azure", current.live_location().describe())
         self.log.info(
-            "rollback: routing %s (live: %s), %d lease(s) released on the source; reason: %s",
-            "switched back to Azure" if switched else "already on Azure", record["live"], released.released, reason,
+            "rollback: routing %s (live: %s), %d lease(s) released, stored access policy restored: %s; reason: %s",
+            "switched back to Azure" if switched else "already on Azure", record["live"], released.released,
+            released.policy_restored or "none was frozen", reason,
         )  # fmt: skip
         return record
 

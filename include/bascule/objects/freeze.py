@@ -1,112 +1,121 @@
-"""Freezing writes on the Azure source for the duration of a cutover.
+"""Freezing writes on the Azure source for the duration of a cutover: which method, and its evidence.
 
-Mechanism (works the same on real Azure and on Azurite):
+Two methods, named by the manifest's ``cutover.freeze.method`` (docs/workloads.md#cutover):
 
-1. a marker in the container's metadata, ``bascule_frozen_by=<workload>``, that
-   well-behaved writers check and that the runbook points to;
-2. an infinite lease on every blob under the workload's prefix, with a lease id
-   derived from the workload id: without that id nobody can overwrite or delete a
-   leased blob, and any run of this workload can release the leases later.
+- ``stored_access_policy`` (``freeze_access_policy``): writers hold SAS tokens bound to a
+  named policy; narrowing it to read+list freezes them all in O(1) requests, confirmed by
+  a probe write that must be refused before the delta sync starts;
+- ``leases`` (``freeze_leases``): one infinite lease per blob, for small containers
+  (refused above ``max_objects``).
 
-Leases do not stop the creation of *new* blobs. The cutover therefore syncs the
-delta (new, modified, deleted since the snapshot) after freezing and re-proves
-parity on the final listing; in production, also revoke write SAS tokens through a
-stored access policy (docs/runbooks.md#cutover).
+Both also set the container marker ``bascule_frozen_by=<workload>`` that the runbook
+points to. Writers a SAS policy cannot freeze (account keys, Entra ID role assignments)
+are a runbook step: docs/runbooks.md#object-freeze-writers.
 """
 
 from __future__ import annotations
 
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from bascule.objects import freeze_access_policy as policy
+from bascule.objects import freeze_leases as leases
+from bascule.objects.freeze_leases import MARKER, MARKER_SINCE, FreezeError, frozen_by, lease_id_for
+from bascule.workload import Freeze
 
-from bascule.exceptions import BasculeError
-
-MARKER = "bascule_frozen_by"
-MARKER_SINCE = "bascule_frozen_since"
-_NAMESPACE = uuid.UUID("4f0b7a52-4c1e-4a43-9f5b-6d1f2a9c3e11")
-
-
-class FreezeError(BasculeError):
-    """Some blobs could not be frozen: the cutover must not proceed."""
-
-
-def lease_id_for(workload_id: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"bascule-freeze:{workload_id}"))
+__all__ = ["MARKER", "MARKER_SINCE", "FreezeError", "FreezeReport", "freeze", "frozen_by", "lease_id_for", "unfreeze"]
 
 
 @dataclass
 class FreezeReport:
+    """What a freeze or unfreeze did, for the log and the evidence (``to_dict``)."""
+
     workload_id: str
+    method: str = "leases"
     leased: int = 0
     released: int = 0
     failures: list[str] = field(default_factory=list)
+    # stored_access_policy only: the policy before the change, what it was narrowed to, the probe's wait.
+    policy_id: str | None = None
+    policy_before: dict[str, Any] | None = None
+    frozen_permission: str | None = None
+    policy_restored: dict[str, Any] | None = None
+    probe_wait_seconds: float = 0.0
+    probe_attempts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def freeze(container: Any, prefix: str, workload_id: str, *, concurrency: int = 16) -> FreezeReport:
-    """Mark the container and lease every blob under ``prefix``. Idempotent."""
-    report = FreezeReport(workload_id)
-    metadata = dict(container.get_container_properties().metadata or {})
-    if metadata.get(MARKER) != workload_id:
-        metadata.update({MARKER: workload_id, MARKER_SINCE: datetime.now(UTC).isoformat()})
-        container.set_container_metadata(metadata)
-    lease_id = lease_id_for(workload_id)
+def freeze(
+    container: Any,
+    prefix: str,
+    workload_id: str,
+    *,
+    concurrency: int = 16,
+    config: Freeze | None = None,
+    probe: Callable[[], bool] | None = None,
+    on_record: Callable[[dict[str, Any]], object] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FreezeReport:
+    """Freeze the writers of ``prefix`` by the manifest's method. Idempotent; raises FreezeError.
 
-    def lease(name: str) -> str | None:
-        try:
-            container.get_blob_client(name).acquire_lease(lease_duration=-1, lease_id=lease_id)
-        except ResourceNotFoundError:
-            return None  # deleted since listing: the delta sync will see it gone
-        except (ResourceExistsError, HttpResponseError) as exc:
-            return f"{name}: {getattr(exc, 'error_code', None) or exc}"
-        return ""
+    ``config=None`` is today's leases without a cap (callers that predate the manifest field).
+    ``probe``, ``sleep``: seams for tests of the policy method; ``on_record`` gets the policy
+    as it was, before it changes.
+    """
+    if config is None or config.method == "leases":
+        cap = config.max_objects if config is not None else None
+        leased = leases.freeze(container, prefix, workload_id, concurrency=concurrency, max_objects=cap)
+        return FreezeReport(workload_id, "leases", leased=leased.leased, failures=leased.failures)
+    assert config.policy_id is not None  # the manifest model requires it for this method
+    done = policy.freeze_policy(
+        container,
+        workload_id,
+        config.policy_id,
+        probe_timeout_seconds=config.probe_timeout_seconds,
+        probe=probe,
+        on_record=on_record,
+        sleep=sleep,
+    )
+    return FreezeReport(
+        workload_id,
+        "stored_access_policy",
+        policy_id=done.policy_id,
+        policy_before=done.before,
+        frozen_permission=done.frozen_permission,
+        probe_wait_seconds=round(done.probe_wait_seconds, 3),
+        probe_attempts=done.probe_attempts,
+    )
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        names = (blob.name for blob in container.list_blobs(name_starts_with=prefix or None))
-        for outcome in pool.map(lease, names):
-            if outcome == "":
-                report.leased += 1
-            elif outcome:
-                report.failures.append(outcome)
-    if report.failures:
-        raise FreezeError(
-            f"could not freeze {len(report.failures)} blob(s) of workload '{workload_id}' "
-            f"(leased by someone else?): {report.failures[:10]}. Find the lease holder, then clear the task"
-        )
+
+def unfreeze(
+    container: Any, prefix: str, workload_id: str, *, concurrency: int = 16, config: Freeze | None = None
+) -> FreezeReport:
+    """Undo this workload's freeze. Idempotent.
+
+    A recorded policy is restored whatever the manifest says now (the record on the container
+    is what was changed); leases are only released for the leases method, because releasing
+    lists every blob, which the policy method exists to avoid.
+    """
+    restored = policy.restore_policy(container, workload_id)
+    method = "leases" if config is None else config.method
+    report = FreezeReport(workload_id, method, policy_restored=restored)
+    if restored is not None:
+        report.policy_id = restored["policy_id"]
+    if method == "leases":
+        report.released = leases.unfreeze(container, prefix, workload_id, concurrency=concurrency).released
     return report
 
 
-def unfreeze(container: Any, prefix: str, workload_id: str, *, concurrency: int = 16) -> FreezeReport:
-    """Release this workload's leases and remove the marker. Idempotent."""
-    from azure.storage.blob import BlobLeaseClient
-
-    report = FreezeReport(workload_id)
-    lease_id = lease_id_for(workload_id)
-
-    def release(name: str) -> bool:
-        try:
-            BlobLeaseClient(container.get_blob_client(name), lease_id=lease_id).release()
-        except (ResourceNotFoundError, HttpResponseError):
-            return False  # not leased, or leased by someone else: not ours to release
-        return True
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        names = (blob.name for blob in container.list_blobs(name_starts_with=prefix or None))
-        report.released = sum(pool.map(release, names))
-    metadata = dict(container.get_container_properties().metadata or {})
-    if metadata.get(MARKER) == workload_id:
-        metadata.pop(MARKER, None)
-        metadata.pop(MARKER_SINCE, None)
-        container.set_container_metadata(metadata)
-    return report
-
-
-def frozen_by(container: Any) -> str | None:
-    return (container.get_container_properties().metadata or {}).get(MARKER)
+def describe_freeze(report: FreezeReport, prefix: str) -> str:
+    """One log line an on-call engineer can act on."""
+    if report.method == "leases":
+        return f"{report.leased} blob(s) leased under '{prefix}'"
+    before = (report.policy_before or {}).get("permission")
+    return (
+        f"stored access policy '{report.policy_id}' narrowed from '{before}' to '{report.frozen_permission}'; "
+        f"a probe write was refused after {report.probe_wait_seconds:.1f} s ({report.probe_attempts} attempt(s))"
+    )

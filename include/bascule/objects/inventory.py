@@ -74,29 +74,76 @@ class _Recorder:
         return self._hash.hexdigest()
 
 
+class InventoryWriter:
+    """A gzip JSON Lines file written into the evidence as its records arrive, uploaded on :meth:`close`.
+
+    The spool moves to disk past a few MB, so memory stays flat however many records
+    pass. Used for inventories (:meth:`add`) and for the copier's per-object transfer
+    records (:meth:`add_record`).
+    """
+
+    def __init__(self, store: EvidenceStore, name: str):
+        self._store = store
+        self._name = name
+        self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed in close/discard
+        self._recorder = _Recorder(self._spool)
+        self.summary = InventorySummary(key=store.prefix + name)
+
+    def add(self, info: ObjectInfo) -> None:
+        self._recorder.add(to_record(info))
+        self.summary.count += 1
+        self.summary.bytes += info.size
+        if info.size > SCALEWAY_MAX_OBJECT_BYTES:
+            self.summary.too_large.append({"key": info.key, "size": info.size})
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        self._recorder.add(record)
+        self.summary.count += 1
+
+    def recording(self, objects: Iterable[ObjectInfo]) -> Iterator[ObjectInfo]:
+        """``objects`` passed through unchanged, each written as it goes by: one listing feeds two consumers."""
+        for info in objects:
+            self.add(info)
+            yield info
+
+    def close(self) -> InventorySummary:
+        """Finish the file and put it in the evidence (write-once)."""
+        try:
+            self.summary.sha256 = self._recorder.close()
+            self._spool.seek(0)
+            self._store.put_file(self._name, self._spool, INVENTORY_CONTENT_TYPE)
+        finally:
+            self._spool.close()
+        return self.summary
+
+    def discard(self) -> None:
+        """Drop what was written (an interrupted listing leaves no partial evidence file)."""
+        self._spool.close()
+
+
 def write_inventory(objects: Iterable[ObjectInfo], store: EvidenceStore, name: str) -> InventorySummary:
     """Stream ``objects`` into the evidence file ``name``; report objects too large for the target."""
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-        recorder = _Recorder(spool)
-        summary = InventorySummary(key=store.prefix + name)
+    writer = InventoryWriter(store, name)
+    try:
         for info in objects:
-            recorder.add(to_record(info))
-            summary.count += 1
-            summary.bytes += info.size
-            if info.size > SCALEWAY_MAX_OBJECT_BYTES:
-                summary.too_large.append({"key": info.key, "size": info.size})
-        summary.sha256 = recorder.close()
-        spool.seek(0)
-        store.put_file(name, spool, INVENTORY_CONTENT_TYPE)
-    return summary
+            writer.add(info)
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.close()
+
+
+def read_jsonl(store: EvidenceStore, key: str) -> Iterator[dict[str, Any]]:
+    """Stream a gzip JSON Lines evidence file back, record by record."""
+    with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+        for line in io.TextIOWrapper(unzipped, encoding="utf-8"):
+            if line.strip():
+                yield json.loads(line)
 
 
 def read_inventory(store: EvidenceStore, key: str) -> Iterator[ObjectInfo]:
     """Stream an inventory back, object by object."""
-    with store.open(key) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-        for line in io.TextIOWrapper(unzipped, encoding="utf-8"):
-            if line.strip():
-                yield from_record(json.loads(line))
+    return (from_record(record) for record in read_jsonl(store, key))
 
 
 def shard_of(key: str, shards: int) -> int:

@@ -9,28 +9,37 @@ once in validation, recorded once in the evidence.
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bascule.exceptions import BasculeError
-from bascule.governance.evidence.store import EVIDENCE_ROOT, EvidenceStore
+from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.routing import Location, RoutingRegistry
-from bascule.objects.compare import ComparisonRow, compare, delta, expected_md5
-from bascule.objects.freeze import freeze
-from bascule.objects.inventory import read_inventory, shard, write_inventory
+from bascule.objects.compare import expected_md5, iter_delta
+from bascule.objects.freeze import describe_freeze, freeze, unfreeze
+from bascule.objects.inventory import InventoryWriter, read_inventory, shard, write_inventory
+
+# Parity lives in its own module; these names stay importable from here (operators, benchmark).
+from bascule.objects.parity import (
+    MAX_PROBLEMS_LISTED,
+    ParityOutcome,
+    describe_problems,
+    prove_parity,
+    readback_md5,
+    target_inventory,
+)
+from bascule.objects.transfer_records import RecordSpool, records_name
 from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.base import ObjectInfo
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import ObjectStoreWorkload
 
 SMOKE_SAMPLE = 20
+__all__ = ["ParityOutcome", "describe_problems", "prove_parity", "readback_md5", "target_inventory"]
 
 
 class PhaseFailed(BasculeError):
@@ -106,6 +115,7 @@ def transfer_shard(
     for info in objects():
         total_objects += 1
         total_bytes += info.size
+    spool = RecordSpool()  # what each object's copy verified, sorted into the evidence at the end
     report = copy_shard(
         objects(),
         source,
@@ -118,10 +128,13 @@ def transfer_shard(
         progress=progress,
         total_objects=total_objects,
         total_bytes=total_bytes,
+        records=spool.add,
     )
     result = report.to_dict()
     name = f"snapshots/{snapshot['snapshot_id']}/transfer/shard-{shard_index:04d}-try{attempt}.json"
-    report_key = evidence.put_json(name, {"shard": shard_index, "attempt": attempt, **result})
+    # Published even when some objects failed: what was copied is proven, and a retry copies the rest.
+    records_key = spool.publish(evidence, records_name(name.removesuffix(f"-try{attempt}.json"), attempt))
+    report_key = evidence.put_json(name, {"shard": shard_index, "attempt": attempt, "records_key": records_key, **result})
     summary = {
         "shard": shard_index,
         "copied": report.copied,
@@ -130,6 +143,7 @@ def transfer_shard(
         "bytes": report.bytes_copied,
         "retries": report.retries,
         "report_key": report_key,
+        "records_key": records_key,
     }
     if report.failed:
         first = "; ".join(f"'{f.key}': {f.reason}" for f in report.failures[:10])
@@ -139,107 +153,6 @@ def transfer_shard(
             "A retry copies only what is missing."
         )
     return summary
-
-
-# -- parity -----------------------------------------------------------------------------
-
-
-def target_inventory(target: S3Bucket, prefix: str, *, concurrency: int = 16) -> Iterator[ObjectInfo]:
-    """A fresh inventory of the target with each object's metadata (a HEAD per object).
-
-    A listing has no user metadata, and the recorded source hash lives there.
-    Bascule's own files under ``_bascule/`` are not part of the dataset.
-    """
-    listed = (o for o in target.iter_objects(prefix) if not o.key.startswith(EVIDENCE_ROOT))
-
-    def detailed(info: ObjectInfo) -> ObjectInfo:
-        return target.head(info.key) or info
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        yield from pool.map(detailed, listed)
-
-
-def readback_md5(target: S3Bucket) -> Callable[[str], str]:
-    def md5_of(key: str) -> str:
-        digest = hashlib.md5(usedforsecurity=False)
-        stream = target.get_stream(key)
-        try:
-            for chunk in iter(lambda: stream.read(1024 * 1024), b""):
-                digest.update(chunk)
-        finally:
-            stream.close()
-        return base64.b64encode(digest.digest()).decode()
-
-    return md5_of
-
-
-@dataclass
-class ParityOutcome:
-    success: bool
-    rows: int
-    problems: list[dict[str, Any]]
-    results_key: str
-    report_key: str
-    summary: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "success": self.success,
-            "objects": self.rows,
-            "problems": len(self.problems),
-            "results_key": self.results_key,
-            "report_key": self.report_key,
-        }
-
-
-def prove_parity(
-    workload: ObjectStoreWorkload,
-    source_objects: Iterable[ObjectInfo],
-    target: S3Bucket,
-    evidence: EvidenceStore,
-    name: str,
-    context: dict[str, Any],
-) -> ParityOutcome:
-    """Compare the source inventory with a fresh target inventory through the GX parity suite."""
-    from bascule.validation import object_gates
-    from bascule.validation.report import render_report_html
-    rows: list[ComparisonRow] = list(
-        compare(
-            source_objects,
-            # One HEAD per object: as many threads as the client has pooled connections for.
-            target_inventory(target, workload.target.prefix, concurrency=workload.transfer.concurrency),
-            source_prefix=workload.source.prefix,
-            target_prefix=workload.target.prefix,
-            readback_md5=readback_md5(target),
-        )
-    )
-    outcome = object_gates.run_parity(r.to_dict() for r in rows)
-    problems = [
-        r.to_dict() for r in rows if not (r.in_source and r.in_target and r.source_size == r.target_size and r.verified)
-    ]
-    results_key = evidence.put_json(
-        f"{name}/parity.json", {"outcome": outcome.to_json(), "objects": len(rows), "problems": problems[:1000]}
-    )
-    html = render_report_html(f"Parity: {workload.id}", [outcome], context)
-    report_key = evidence.put_bytes(f"{name}/parity.html", html.encode(), "text/html; charset=utf-8")
-    return ParityOutcome(outcome.success, len(rows), problems, results_key, report_key, outcome.failure_summary())
-
-
-def describe_problems(problems: list[dict[str, Any]], limit: int = 20) -> str:
-    def why(row: dict[str, Any]) -> str:
-        if not row["in_target"]:
-            return "missing on the target"
-        if not row["in_source"]:
-            return "on the target but not in the source snapshot"
-        if row["source_size"] != row["target_size"]:
-            return f"size {row['target_size']} on the target, {row['source_size']} at the source"
-        if row["source_md5"] != row["target_md5"]:
-            return f"recorded hash {row['target_md5']} differs from the source's {row['source_md5']}"
-        return "target bytes do not match the source hash (read back and hashed)"
-
-    lines = [f"'{row['key']}': {why(row)}" for row in problems[:limit]]
-    more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
-    return "; ".join(lines) + more
 
 
 # -- cutover ----------------------------------------------------------------------------
@@ -256,17 +169,25 @@ def smoke_check(
     workload: ObjectStoreWorkload,
     routing: RoutingRegistry,
     target_for: Callable[[str], S3Bucket],
-    final_objects: list[ObjectInfo],
+    final_objects: Iterable[ObjectInfo],
+    count: int | None = None,
 ) -> dict[str, Any]:
-    """Read a sample of objects through the routing document, as a consumer would, and hash them."""
+    """Read a sample of objects through the routing document, as a consumer would, and hash them.
+
+    ``final_objects`` may be a stream (the final inventory read back) of ``count`` objects:
+    every ``count // SMOKE_SAMPLE``-th is taken, nothing else is held.
+    """
     current, _ = routing.read(workload.id)
     if current is None or current.live != "scaleway":
         raise PhaseFailed(f"smoke check: routing of '{workload.id}' does not point to Scaleway after the switch")
     live = current.live_location()
     bucket = target_for(live.container)
     md5_of = readback_md5(bucket)
-    step = max(1, len(final_objects) // SMOKE_SAMPLE)
-    sample = final_objects[::step][:SMOKE_SAMPLE]
+    if count is None:
+        final_objects = list(final_objects)  # a list given: its length is known for free
+        count = len(final_objects)
+    step = max(1, count // SMOKE_SAMPLE)
+    sample = itertools.islice(itertools.islice(final_objects, 0, None, step), SMOKE_SAMPLE)
     checked, mismatches = 0, []
     for info in sample:
         key = live.prefix + info.key[len(workload.source.prefix) :]
@@ -281,6 +202,99 @@ def smoke_check(
             "consumers would read wrong or missing data; the rollback task restores routing to Azure"
         )
     return {"checked": checked, "location": live.describe()}
+
+
+def sync_delta(
+    workload: ObjectStoreWorkload,
+    source: AzureBlobContainer,
+    target: S3Bucket,
+    evidence: EvidenceStore,
+    snapshot: dict[str, Any],
+    base: str,
+    attempt: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """After the freeze: one listing of the source, merge-joined with the snapshot inventory, copies what changed.
+
+    The listing (5,000 names a page, Azure's default) is written to the evidence as the
+    final inventory while it streams, and new or modified objects flow straight to
+    the copier: memory holds the deleted keys and the first 1,000 changed ones, never
+    the inventory. Requests: N/5,000 list pages + O(changes) (a HEAD and a copy per
+    changed object, a DELETE per deleted one). A rerun lists again into its own
+    attempt's files and skips what an earlier attempt copied.
+    """
+    from bascule.objects.copy_config import CopyConfig
+    from bascule.objects.shard import copy_shard
+
+    final = InventoryWriter(evidence, f"{base}/final-inventory.jsonl.gz")
+    counts = {"new": 0, "modified": 0}
+    changed_keys: list[str] = []
+    deleted: list[str] = []
+
+    def to_copy() -> Iterator[ObjectInfo]:
+        listing = final.recording(source.iter_objects(workload.source.prefix))
+        for change in iter_delta(read_inventory(evidence, snapshot["inventory_key"]), listing):
+            if change.kind == "deleted":
+                deleted.append(change.info.key)
+                continue
+            counts[change.kind] += 1
+            if len(changed_keys) < MAX_PROBLEMS_LISTED:
+                changed_keys.append(change.info.key)
+            yield change.info
+
+    spool = RecordSpool()
+    try:
+        report = copy_shard(
+            to_copy(),
+            source,
+            target,
+            source_prefix=workload.source.prefix,
+            target_prefix=workload.target.prefix,
+            snapshot_id=snapshot["snapshot_id"],
+            concurrency=workload.transfer.concurrency,
+            config=CopyConfig(preferred_part_size=workload.transfer.part_size_mib * 1024 * 1024),
+            # Few objects changed: a HEAD each beats listing the whole target prefix.
+            target_keys=None,
+            records=spool.add,
+        )
+    except BaseException:
+        final.discard()
+        spool.close()
+        raise
+    summary = final.close()
+    records_key = spool.publish(evidence, records_name(f"{base}/delta", attempt))
+    log(
+        f"delta since snapshot {snapshot['snapshot_id']} over {summary.count:,} listed object(s): "
+        f"{counts['new']} new, {counts['modified']} modified, {len(deleted)} deleted"
+    )
+    if report.failed:
+        raise TransferIncomplete(
+            f"final delta sync: {report.failed} object(s) failed: {report.to_dict()['failures'][:10]}"
+        )
+    for key in deleted:
+        target.delete(workload.target_key(key))
+    return {
+        "final_inventory_key": summary.key,
+        "objects": summary.count,
+        "records_key": records_key,
+        "delta": {
+            "changed": changed_keys,
+            "new": counts["new"],
+            "modified": counts["modified"],
+            "deleted": deleted[:MAX_PROBLEMS_LISTED],
+            "deleted_count": len(deleted),
+            "copied": report.copied,
+        },
+    }
+
+
+def _unfreeze_after_failure(workload: ObjectStoreWorkload, container_client: Any, log: Callable[[str], None]) -> None:
+    try:
+        undone = unfreeze(container_client, workload.source.prefix, workload.id, config=workload.cutover.freeze)
+        log(f"cutover stopped before the switch: source unfrozen ({undone.released} lease(s) released, "
+            f"policy restored: {undone.policy_restored or 'none frozen'})")  # fmt: skip
+    except Exception as exc:  # the original failure matters more; the rollback task unfreezes again
+        log(f"cutover stopped before the switch and unfreezing failed ({exc}); the rollback task retries it")
 
 
 def cutover(
@@ -300,52 +314,43 @@ def cutover(
     before_switch: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """``before_switch`` runs right before routing switches (the policy's last word); raising stops it."""
-    from bascule.objects.copy_config import CopyConfig
-    from bascule.objects.shard import copy_shard
-
     sid = snapshot["snapshot_id"]
     base = f"snapshots/{sid}/cutover-try{attempt}"
     started = time.monotonic()
     # The Azure SDK pools 10 connections per client: more threads would only queue.
-    frozen = freeze(container_client, workload.source.prefix, workload.id, concurrency=8)
+    # The policy as it was goes to the evidence before the freeze changes it (unfreeze restores it).
+    frozen = freeze(
+        container_client, workload.source.prefix, workload.id, concurrency=8, config=workload.cutover.freeze,
+        on_record=lambda before: evidence.put_json(f"{base}/freeze-policy-before.json", before),
+    )  # fmt: skip
     frozen_at, frozen_clock = _now(), time.monotonic()
-    log(f"source frozen: {frozen.leased} blob(s) leased under '{workload.source.prefix}' at {frozen_at}")
+    log(f"source frozen at {frozen_at}: {describe_freeze(frozen, workload.source.prefix)}")
 
-    final = write_inventory(source.iter_objects(workload.source.prefix), evidence, f"{base}/final-inventory.jsonl.gz")
-    changes = delta(read_inventory(evidence, snapshot["inventory_key"]), read_inventory(evidence, final.key))
-    log(f"delta since snapshot {sid}: {len(changes.changed)} new or modified, {len(changes.deleted)} deleted")
-    report = copy_shard(
-        changes.changed,
-        source,
-        target,
-        source_prefix=workload.source.prefix,
-        target_prefix=workload.target.prefix,
-        snapshot_id=sid,
-        concurrency=workload.transfer.concurrency,
-        config=CopyConfig(preferred_part_size=workload.transfer.part_size_mib * 1024 * 1024),
-    )
-    if report.failed:
-        raise TransferIncomplete(
-            f"final delta sync: {report.failed} object(s) failed: {report.to_dict()['failures'][:10]}"
-        )
-    for key in changes.deleted:
-        target.delete(workload.target_key(key))
+    try:
+        synced = sync_delta(workload, source, target, evidence, snapshot, base, attempt, log)
+        final_key = synced["final_inventory_key"]
 
-    parity = prove_parity(workload, read_inventory(evidence, final.key), target, evidence, base, context)
-    if not parity.success:
-        raise PhaseFailed(
-            f"parity after the final delta sync failed; routing NOT switched: {describe_problems(parity.problems)}. "
-            f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}"
-        )
+        parity = prove_parity(workload, read_inventory(evidence, final_key), target, evidence, base, context)
+        if not parity.success:
+            problems = describe_problems(parity.problems, total=parity.problem_count)
+            raise PhaseFailed(
+                f"parity after the final delta sync failed; routing NOT switched: {problems}. "
+                f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}"
+            )
 
-    azure, scaleway = locations(workload, source, target)
-    routing.ensure(workload.id, azure, scaleway, run_id)
-    before_switch()
+        azure, scaleway = locations(workload, source, target)
+        routing.ensure(workload.id, azure, scaleway, run_id)
+        before_switch()
+    except BaseException:
+        # Routing still points to Azure, so the source is still the truth: writers must not stay
+        # blocked while on-call investigates or the task waits to retry (a retry freezes again).
+        _unfreeze_after_failure(workload, container_client, log)
+        raise
     _, switched = routing.switch(workload.id, "scaleway", run_id, f"cutover of snapshot {sid}")
     switched_at, switched_clock = _now(), time.monotonic()
     log(f"routing of '{workload.id}' now points to {scaleway.describe()} (changed: {switched})")
 
-    smoke = smoke_check(workload, routing, target_for, list(read_inventory(evidence, final.key)))
+    smoke = smoke_check(workload, routing, target_for, read_inventory(evidence, final_key), synced["objects"])
     record = {
         "snapshot_id": sid,
         "frozen_at": frozen_at,
@@ -354,12 +359,12 @@ def cutover(
         "freeze_seconds": round(frozen_clock - started, 3),
         "frozen_to_switch_seconds": round(switched_clock - frozen_clock, 3),
         "freeze_to_switch_seconds": round(switched_clock - started, 3),
-        "delta": {
-            "changed": [o.key for o in changes.changed][:1000],
-            "deleted": changes.deleted[:1000],
-            "copied": report.copied,
-        },
-        "final_inventory_key": final.key,
+        # Part of freeze_seconds spent waiting for the policy change to take effect (Azure: up to 30 s).
+        "probe_wait_seconds": frozen.probe_wait_seconds,
+        "freeze_method": frozen.method,
+        "freeze": frozen.to_dict(),
+        "delta": synced["delta"],
+        "final_inventory_key": final_key,
         "parity": parity.to_dict(),
         "smoke": smoke,
         "routing": scaleway.describe(),

@@ -1,11 +1,18 @@
-"""Preflight of an object-store workload: source container, target bucket, HDS policy on the bucket."""
+"""Preflight of an object-store workload: source container and its freeze, target bucket, HDS policy on the bucket."""
 
 from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from azure.core.exceptions import AzureError
 
 from bascule.exceptions import StoreAccessError
 from bascule.governance.bucket_rules import evaluate_bucket_rules, sse_customer_key_problem
 from bascule.governance.object_policy import check_bucket_region, check_endpoint_tls
 from bascule.governance.policy import CheckResult, Deployment, PolicyReport, check_target_region
+from bascule.objects.freeze_access_policy import WRITERS_RUNBOOK, missing_policy_message, read_policies
+from bascule.objects.freeze_leases import too_many_message
 from bascule.preflight import CheckCollector, PreflightReport
 from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.s3 import S3Bucket
@@ -21,6 +28,7 @@ def preflight_object_store(
     dry_run: bool = False,
     deployment: Deployment | None = None,
     sse_customer_key: bytes | None = None,
+    container_client: Any | None = None,
 ) -> PreflightReport:
     """``dry_run`` reports what would be created instead of creating it.
 
@@ -28,6 +36,7 @@ def preflight_object_store(
     sovereignty/HDS rules of :mod:`bascule.governance.policy` on the target bucket;
     ``sse_customer_key`` is the SSE-C key from its Airflow connection, or None.
     ``deployment=None`` reports the rules as not evaluated (until the glue passes it).
+    ``container_client``: the SDK's ContainerClient for the freeze check (default: the source's own).
     """
     checks = CheckCollector()
     region_ok = checks.add(check_target_region(workload, manifest_path)).ok
@@ -71,6 +80,8 @@ def preflight_object_store(
                     f"{where} holds no blob; check source.prefix in {manifest_path}",
                 )
             )
+            if first:
+                checks.add(check_freeze(workload, manifest_path, source, container_client or source._client))
     except StoreAccessError as exc:
         checks.access_failed("source_reachable", exc)
 
@@ -164,3 +175,73 @@ def _bucket_policy(
             {"sse_c": sse_customer_key is not None, "default_encryption": ["AES256"]},
         )
     return [checks.add(verdict)]
+
+
+_UNFREEZABLE = (
+    "writers that authenticate with the account key or with an Entra ID role assignment are not stopped by "
+    "{how}: rotate the account keys, remove the role assignments ({runbook})"
+)
+
+
+def check_freeze(
+    workload: ObjectStoreWorkload, manifest_path: str, source: AzureBlobContainer, container: Any
+) -> CheckResult:
+    """Can the cutover freeze this source as the manifest says, in bounded time?"""
+    freeze = workload.cutover.freeze
+    prefix = workload.source.prefix
+    if freeze.method == "leases":
+        # Stops at the cap + 1: a 10-million-object container costs 11 list pages here, not 2,000.
+        count = sum(1 for _ in itertools.islice(source.iter_objects(prefix), freeze.max_objects + 1))
+        if count > freeze.max_objects:
+            return CheckResult(
+                "source_freeze",
+                False,
+                too_many_message(source.container, prefix, count, freeze.max_objects) + f" in {manifest_path}",
+                {"method": "leases", "counted": count, "max_objects": freeze.max_objects},
+            )
+        return CheckResult(
+            "source_freeze",
+            True,
+            f"freeze by leases: {count:,} blob(s) under '{prefix}' (cap {freeze.max_objects:,}); leases do not stop "
+            "new blobs (the delta sync catches them); "
+            + _UNFREEZABLE.format(how="leases on existing blobs", runbook=WRITERS_RUNBOOK),
+            {"method": "leases", "counted": count, "max_objects": freeze.max_objects},
+        )
+    assert freeze.policy_id is not None  # required by the manifest model for this method
+    try:
+        _, policies = read_policies(container)
+    except AzureError as exc:
+        return CheckResult(
+            "source_freeze",
+            False,
+            f"cannot read the stored access policies of container '{source.container}' ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); the source connection needs the account key",
+        )
+    if freeze.policy_id not in policies:
+        message = missing_policy_message(source.container, freeze.policy_id, list(policies))
+        return CheckResult("source_freeze", False, f"{message}; in {manifest_path}", {"policies": sorted(policies)})
+    state = policies[freeze.policy_id]
+    if not getattr(container.credential, "account_key", None):
+        return CheckResult(
+            "source_freeze",
+            False,
+            f"the source connection '{workload.source.conn_id}' has no account key: the cutover cannot sign the "
+            f"probe SAS that proves policy '{freeze.policy_id}' refuses writes; give the connection the account key",
+        )
+    if not state.permission:
+        return CheckResult(
+            "source_freeze",
+            False,
+            f"stored access policy '{freeze.policy_id}' on container '{source.container}' sets no permissions: its "
+            "tokens carry their own, which no policy change can narrow; give the policy its permissions and "
+            "re-issue the tokens without 'sp='",
+            state.to_dict(),
+        )
+    return CheckResult(
+        "source_freeze",
+        True,
+        f"freeze by stored access policy '{freeze.policy_id}' (now '{state.permission}'; cutover narrows it to "
+        f"read+list and waits up to {freeze.probe_timeout_seconds:g} s for a probe write to be refused); "
+        + _UNFREEZABLE.format(how="this policy", runbook=WRITERS_RUNBOOK),
+        state.to_dict(),
+    )

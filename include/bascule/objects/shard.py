@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from bascule.exceptions import BasculeError
 from bascule.objects.copy_config import CopyConfig
 from bascule.objects.copy_engine import copy_object
 from bascule.objects.copy_report import CopyOutcome, Progress, ShardReport
+from bascule.objects.transfer_records import TransferRecord
 from bascule.storage.base import ObjectInfo
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def copy_shard(
     total_bytes: int | None = None,
     cancel: threading.Event | None = None,
     stop_after_failures: int | None = 100,
+    records: Callable[[TransferRecord], None] | None = None,
 ) -> ShardReport:
     """Copy every object of ``objects`` (a snapshot shard) with ``concurrency`` threads.
 
@@ -81,6 +83,8 @@ def copy_shard(
       flight are aborted. So does a run of ``stop_after_failures`` failures in a
       row (None: never), which smells systemic (revoked key, full quota): grinding
       through 100k objects would only bury the cause; ``report.stopped`` says why.
+    - ``records`` gets a :class:`TransferRecord` per copied or skipped object, on
+      the calling thread, as copies finish (in that order, not the input's).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -102,6 +106,7 @@ def copy_shard(
         target_keys=target_keys,
         stop=cancel or threading.Event(),
         stop_after_failures=stop_after_failures,
+        records=records,
     )
     heartbeat = _Heartbeat(
         run=run, progress=progress, interval_s=progress_interval_s, objects_total=objects_total, total_bytes=total_bytes
@@ -134,7 +139,9 @@ class _ShardRun:
     target_keys: Container[str] | None
     stop: threading.Event
     stop_after_failures: int | None
+    records: Callable[[TransferRecord], None] | None = None
     report: ShardReport = field(init=False)
+    witness: _EtagWitness | None = field(init=False, default=None)
     meter: _Meter = field(init=False, default_factory=_Meter)  # bytes sent of copies still in flight
     finished_bytes: int = field(init=False, default=0)  # copied + skipped objects
     started: float = field(init=False, default_factory=time.monotonic)
@@ -144,6 +151,8 @@ class _ShardRun:
 
     def __post_init__(self) -> None:
         self.report = ShardReport(snapshot_id=self.snapshot_id)
+        if self.records is not None:
+            self.witness = _EtagWitness(self.target)
 
     def copy_all(self, objects: Iterable[ObjectInfo], concurrency: int, heartbeat: _Heartbeat) -> ShardReport:
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bascule-copy")
@@ -197,7 +206,7 @@ class _ShardRun:
             return copy_object(
                 obj,
                 self.source,
-                self.target,
+                cast("S3Bucket", self.witness) if self.witness is not None else self.target,
                 snapshot_id=self.snapshot_id,
                 target_key=tkey,
                 config=self.config,
@@ -215,6 +224,10 @@ class _ShardRun:
             log.exception("copy of '%s' crashed", obj.key)
             outcome = CopyOutcome(obj.key, "failed", obj.size, None, 0.0, f"unexpected {exc!r}")
         self.report.add(outcome)
+        if self.witness is not None:
+            etag = self.witness.take(outcome.target_key)
+            if self.records is not None and outcome.status != "failed":
+                self.records(_record_of(obj, outcome, etag))
         if outcome.status != "failed":
             self.finished_bytes += outcome.bytes
             self._consecutive_failures = 0
@@ -232,6 +245,65 @@ class _ShardRun:
         log.error("%s", self.report.stopped)
         self.stop.set()
         self._exhausted = True  # pull no more objects; those in flight end as cancelled
+
+
+def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None) -> TransferRecord:
+    return TransferRecord(
+        key=obj.key,
+        target_key=outcome.target_key,
+        status="copied" if outcome.status == "copied" else "skipped",
+        size=obj.size,
+        source_etag=obj.etag,
+        md5=outcome.md5_b64,
+        md5_checked_at_source=obj.content_md5 is not None and outcome.md5_b64 == obj.content_md5,
+        target_etag=target_etag,
+        multipart=outcome.multipart,
+    )
+
+
+class _EtagWitness:
+    """The target, remembering per key the last ETag it answered (PUT, CompleteMultipartUpload, CopyObject, HEAD).
+
+    The copier returns what it verified but not the ETag the target gave the object;
+    parity needs that ETag to tell, from a listing alone, that the object was not
+    rewritten since. Memory: one entry per object in flight, taken when it finishes.
+    """
+
+    def __init__(self, target: S3Bucket):
+        self._target = target
+        self._lock = threading.Lock()
+        self._etags: dict[str, str | None] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def take(self, key: str) -> str | None:
+        with self._lock:
+            return self._etags.pop(key, None)
+
+    def _saw(self, key: str, etag: str | None) -> None:
+        with self._lock:
+            self._etags[key] = etag
+
+    def head(self, key: str) -> ObjectInfo | None:
+        found = self._target.head(key)
+        self._saw(key, found.etag if found is not None else None)
+        return found
+
+    def put_object(self, key: str, *args: Any, **kwargs: Any) -> str:
+        etag = self._target.put_object(key, *args, **kwargs)
+        self._saw(key, etag)
+        return etag
+
+    def complete_multipart(self, key: str, *args: Any, **kwargs: Any) -> str:
+        etag = self._target.complete_multipart(key, *args, **kwargs)
+        self._saw(key, etag)
+        return etag
+
+    def replace_metadata(self, key: str, **kwargs: Any) -> str:
+        etag = self._target.replace_metadata(key, **kwargs)
+        self._saw(key, etag)
+        return etag
 
 
 @dataclass(eq=False)

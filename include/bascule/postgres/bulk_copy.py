@@ -19,6 +19,7 @@ import psycopg2
 
 from bascule.postgres.catalog import TableInfo, quote_ident
 from bascule.postgres.client import PgCopyError, address_of, driven_transactions, first_line, is_retryable
+from bascule.postgres.copy_plan import KeyRange
 
 # Types with an OID below this are built in: their binary COPY format names no OID that
 # differs between clusters (arrays and composites of user types carry their element OIDs).
@@ -35,6 +36,7 @@ class CopyReport:
     seconds: float
     source_lsn_after: str  # pg_current_wal_lsn() on the source once the copy committed
     format: str = "binary"
+    range: str = ""  # "2/4" when the copy was one key range of the table
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,8 +75,12 @@ def _copy_format(source_cur: Any, target_cur: Any, table: TableInfo) -> str:
     return "binary" if source_major == target_major and builtin_types else "text"
 
 
-def copy_table(source_conn: Any, target_conn: Any, table: TableInfo) -> CopyReport:
+def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: KeyRange | None = None) -> CopyReport:
     """Replace the target table's rows by the source's, streamed; all or nothing on the target.
+
+    With ``key_range``, only that range's rows: the target deletes the range (never the
+    whole table: other ranges of it may be copying at the same time) and copies it again
+    in one transaction, so a retried range neither duplicates rows nor touches another's.
 
     The source reads in a REPEATABLE READ READ ONLY transaction (one consistent snapshot); the
     target runs TRUNCATE + COPY in one transaction, committed only when both sides finished
@@ -85,6 +91,7 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo) -> CopyRepo
     as-is (COPY FROM takes their values even when GENERATED ALWAYS).
     """
     name = table.qualified
+    what = name if key_range is None else f"{name} {key_range.describe()}"  # for messages
     columns = ", ".join(quote_ident(c.name) for c in table.copy_columns)
     only = "" if table.kind == "p" else "ONLY "  # inheritance children are tables of their own
     started = time.monotonic()
@@ -99,17 +106,23 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo) -> CopyRepo
             side = "source"
             fmt = _copy_format(src, tgt, table)
             side = "target"
-            tgt.execute(f"truncate {only}{name}")
+            if key_range is None:
+                tgt.execute(f"truncate {only}{name}")
+            else:
+                tgt.execute(f"delete from {only}{name} where {key_range.predicate()}")
         except psycopg2.Error as exc:
-            raise _copy_error(side, name, source_conn if side == "source" else target_conn, exc) from None
-        freeze = ", freeze" if table.kind == "r" else ""  # rows land frozen: no later rewrite by VACUUM
-        copy_out = f"copy (select {columns} from {only}{name}) to stdout (format {fmt})"
+            raise _copy_error(side, name, source_conn if side == "source" else target_conn, exc, what) from None
+        # Rows land frozen (no later rewrite by VACUUM), which PostgreSQL allows only into a
+        # table truncated in this transaction: not for a range, whose table keeps other rows.
+        freeze = ", freeze" if table.kind == "r" and key_range is None else ""
+        where = "" if key_range is None else f" where {key_range.predicate()}"
+        copy_out = f"copy (select {columns} from {only}{name}{where}) to stdout (format {fmt})"
         copy_in = f"copy {name} ({columns}) from stdin (format {fmt}{freeze})"
-        source_rows, copied = _stream(src, tgt, copy_out, copy_in, source_conn, target_conn, name)
+        source_rows, copied = _stream(src, tgt, copy_out, copy_in, source_conn, target_conn, name, what)
         target_rows = tgt.rowcount
         if source_rows >= 0 and target_rows >= 0 and source_rows != target_rows:
             raise PgCopyError(
-                f"copy of table {name}: the source sent {source_rows} rows but the target took {target_rows}; "
+                f"copy of table {what}: the source sent {source_rows} rows but the target took {target_rows}; "
                 "nothing was committed",
                 retryable=True,
                 side="target",
@@ -124,12 +137,13 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo) -> CopyRepo
             src.execute("select pg_current_wal_lsn()::text")
             (lsn,) = src.fetchone()
         except psycopg2.Error as exc:
-            raise _copy_error(side, name, source_conn if side == "source" else target_conn, exc) from None
-    return CopyReport(name, target_rows, copied, round(time.monotonic() - started, 3), lsn, fmt)
+            raise _copy_error(side, name, source_conn if side == "source" else target_conn, exc, what) from None
+    label = "" if key_range is None else key_range.label
+    return CopyReport(name, target_rows, copied, round(time.monotonic() - started, 3), lsn, fmt, label)
 
 
 def _stream(
-    src: Any, tgt: Any, copy_out: str, copy_in: str, source_conn: Any, target_conn: Any, name: str
+    src: Any, tgt: Any, copy_out: str, copy_in: str, source_conn: Any, target_conn: Any, name: str, what: str
 ) -> tuple[int, int]:
     """Run both COPYs joined by a pipe: the source's in a thread, the target's here."""
     read_fd, write_fd = os.pipe()
@@ -168,15 +182,15 @@ def _stream(
         thread.join()
     if failures:
         side, cause = failures[0]
-        raise _copy_error(side, name, source_conn if side == "source" else target_conn, cause)
+        raise _copy_error(side, name, source_conn if side == "source" else target_conn, cause, what)
     return source_rows[0], reader.bytes
 
 
-def _copy_error(side: str, table: str, conn: Any, exc: BaseException) -> PgCopyError:
+def _copy_error(side: str, table: str, conn: Any, exc: BaseException, what: str = "") -> PgCopyError:
     code = getattr(exc, "pgcode", None)
     detail = first_line(str(exc)) or type(exc).__name__
     return PgCopyError(
-        f"copy of table {table} failed on the {side} ({address_of(conn)}): {detail}"
+        f"copy of table {what or table} failed on the {side} ({address_of(conn)}): {detail}"
         + (f" [SQLSTATE {code}]" if code else ""),
         retryable=is_retryable(exc),
         side=side,

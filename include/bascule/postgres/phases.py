@@ -27,6 +27,7 @@ from bascule.postgres import (
     bulk_copy,
     catalog,
     catch_up,
+    copy_plan,
     overlap,
     replication,
     replication_checks,
@@ -187,23 +188,49 @@ def drop_foreign_keys_in_scope(target: Any, tables: list[str]) -> int:
     return len(statements)
 
 
-def copy_one_table(
-    sides: PgSides, evidence: EvidenceStore, snapshot: dict[str, Any], table: str, run_id: str, attempt: int
+def plan_copy(
+    workload: PostgresWorkload, sides: PgSides, evidence: EvidenceStore, snapshot: dict[str, Any], run_id: str,
+    attempt: int,
 ) -> dict[str, Any]:
-    """One table's rows streamed from the source to the target; the record notes the source LSN after it."""
+    """The copy units (whole tables, or key ranges of those over ``transfer.split_table_above_mib``),
+    kept in the evidence; ``units`` is what the mapped ``copy_table`` tasks expand over."""
     inventory = load_inventory(evidence, snapshot)
-    info = next(t for t in inventory.tables if t.qualified == table)
+    with sides.autocommit_source() as source:
+        plan = copy_plan.plan_copy(source, inventory, workload.transfer.split_table_above_mib)
+    key = evidence.put_json(run_prefix(run_id) + f"copy-plan-try{attempt}.json", plan.to_dict())
+    return {"units": [u.to_dict() for u in plan.units], "notes": plan.notes, "plan_key": key}
+
+
+def copy_one_table(
+    sides: PgSides,
+    evidence: EvidenceStore,
+    snapshot: dict[str, Any],
+    table: str | dict[str, Any],
+    run_id: str,
+    attempt: int,
+) -> dict[str, Any]:
+    """One copy unit's rows streamed from the source to the target; the record notes the source LSN after it.
+
+    ``table`` is a plan item (``copy_plan.CopyUnit.to_dict``) or a bare table name (whole).
+    Each range is a table copy of its own: its own snapshot, and its own copy point for
+    ``overlap_end``, which the catch-up waits past (docs/architecture.md).
+    """
+    unit = copy_plan.CopyUnit.from_item(table)
+    inventory = load_inventory(evidence, snapshot)
+    info = next(t for t in inventory.tables if t.qualified == unit.table)
     with closing(sides.source()) as source, closing(sides.target()) as target:
-        report = bulk_copy.copy_table(source, target, info)
-    record = {
-        "table": table,
+        report = bulk_copy.copy_table(source, target, info, unit.range)
+    record: dict[str, Any] = {
+        "table": unit.table,
         "rows": report.rows,
         "bytes": report.bytes,
         "seconds": round(report.seconds, 2),
         "source_lsn_after": report.source_lsn_after,
         "attempt": attempt,
     }
-    evidence.put_json(run_prefix(run_id) + f"copy/{table}-try{attempt}.json", record)
+    if unit.range is not None:
+        record["range"] = unit.range.to_dict()
+    evidence.put_json(run_prefix(run_id) + f"copy/{unit.evidence_name}-try{attempt}.json", record)
     return record
 
 
@@ -256,7 +283,12 @@ def finish_catch_up(
 
 
 def overlap_end(copies: list[dict[str, Any]]) -> str:
-    """The latest source LSN any copy read at: the apply must pass it before strict mode."""
+    """The latest source LSN any copy read at: the apply must pass it before strict mode.
+
+    A split table contributes one copy point per range; the maximum over all of them is
+    past every range's snapshot, so the overlap triggers stay until every range's overlap
+    has been replayed.
+    """
 
     def as_int(lsn: str) -> int:
         high, low = lsn.split("/")

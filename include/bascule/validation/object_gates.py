@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import functools
 import io
 import numbers
@@ -196,6 +197,63 @@ def parity_frame(comparison_rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 def run_parity(comparison_rows: Iterable[Mapping[str, Any]]) -> SuiteOutcome:
     """:func:`run_suite` of :data:`PARITY_EXPECTATIONS` over :func:`parity_frame`."""
     return run_suite(PARITY_SUITE, parity_frame(comparison_rows), PARITY_EXPECTATIONS)
+
+
+# A frame of 50,000 parity rows is ~15 MB with GX's working copies: bounded memory at
+# any object count, and few enough GX runs (one per 50,000 objects) to stay cheap.
+PARITY_BATCH_ROWS = 50_000
+
+
+def run_parity_streamed(
+    comparison_rows: Iterable[Mapping[str, Any]], *, batch_rows: int = PARITY_BATCH_ROWS
+) -> SuiteOutcome:
+    """:func:`run_parity` over consecutive batches of ``batch_rows``, merged into one outcome.
+
+    Memory holds one batch. The merged outcome counts every row and every unexpected
+    one, and names the first :data:`MAX_LISTED` per expectation, as one frame would.
+    A key repeated across batches is not detected here: the rows come from a
+    merge-join, which refuses a repeated key itself.
+    """
+    merged: SuiteOutcome | None = None
+    batch: list[Mapping[str, Any]] = []
+    for row in comparison_rows:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            merged = _merge_outcomes(merged, run_parity(batch))
+            batch = []
+    if batch or merged is None:
+        merged = _merge_outcomes(merged, run_parity(batch))
+    return merged
+
+
+def _merge_outcomes(before: SuiteOutcome | None, batch: SuiteOutcome) -> SuiteOutcome:
+    if before is None:
+        return batch
+    results = [_merge_expectation(a, b) for a, b in zip(before.results, batch.results, strict=True)]
+    failed = sum(1 for r in results if not r.success)
+    return dataclasses.replace(
+        before,
+        success=failed == 0,
+        failed=failed,
+        results=results,
+        rows=(before.rows or 0) + (batch.rows or 0),
+    )
+
+
+def _merge_expectation(a: ExpectationOutcome, b: ExpectationOutcome) -> ExpectationOutcome:
+    def total(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return dataclasses.replace(
+        a,
+        success=a.success and b.success,
+        element_count=total(a.element_count, b.element_count),
+        unexpected_count=total(a.unexpected_count, b.unexpected_count),
+        observed=a.observed if a.observed is not None else b.observed,
+        unexpected_values=(a.unexpected_values + b.unexpected_values)[:MAX_LISTED],
+        unexpected_ids=(a.unexpected_ids + b.unexpected_ids)[:MAX_LISTED],
+        error=a.error or b.error,
+    )
 
 
 # --- content suites as data ----------------------------------------------------
