@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from bascule.objects.merge_join import azure_order, merge_join, s3_order
 from bascule.objects.transfer_records import TransferRecord
@@ -70,17 +70,6 @@ def etag_proves(etag: str, md5_b64: str) -> bool:
         return False
 
 
-_T = TypeVar("_T")
-
-
-def _in_order(items: Iterable[_T], key: Callable[[_T], str], order: Callable[[str], Any]) -> Iterable[_T]:
-    # A list is already in memory, so sorting it costs nothing more; a stream (a
-    # listing, an inventory read back) must arrive sorted, which the join checks.
-    if isinstance(items, Sequence):
-        return sorted(items, key=lambda item: order(key(item)))
-    return items
-
-
 def compare(
     source: Iterable[ObjectInfo],
     target: Iterable[ObjectInfo],
@@ -113,8 +102,8 @@ def compare(
     with_records = (
         (key, info, record)
         for key, info, record in merge_join(
-            _in_order(source, source_key, order),
-            _in_order(records, record_key, order),
+            source,
+            records,
             left_key=source_key,
             right_key=record_key,
             order=order,
@@ -123,15 +112,11 @@ def compare(
         )
         if info is not None  # a record of an object no longer in the source (deleted at cutover)
     )
-    for key, left, found in merge_join(
-        with_records,
-        _in_order(target, target_key, order),
-        left_key=lambda item: item[0],
-        right_key=target_key,
-        order=order,
-        left_name="source inventory",
-        right_name="target listing",
-    ):
+    joined = merge_join(
+        with_records, target, left_key=lambda item: item[0], right_key=target_key, order=order,
+        left_name="source inventory", right_name="target listing",
+    )  # fmt: skip
+    for key, left, found in joined:
         if left is None:
             assert found is not None
             yield ComparisonRow(key, False, True, None, found.size, None, found.metadata.get(MD5_KEY), False)
@@ -182,15 +167,11 @@ def iter_delta(
     def key(info: ObjectInfo) -> str:
         return info.key
 
-    for _, old, new in merge_join(
-        _in_order(before, key, order),
-        _in_order(after, key, order),
-        left_key=key,
-        right_key=key,
-        order=order,
-        left_name="snapshot inventory",
-        right_name="source listing after the freeze",
-    ):
+    joined = merge_join(
+        before, after, left_key=key, right_key=key, order=order,
+        left_name="snapshot inventory", right_name="source listing after the freeze",
+    )  # fmt: skip
+    for _, old, new in joined:
         if new is None:
             assert old is not None
             yield Change("deleted", old)

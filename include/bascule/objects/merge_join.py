@@ -22,7 +22,7 @@ import heapq
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from bascule.exceptions import BasculeError
@@ -83,10 +83,12 @@ def merge_join(
 ) -> Iterator[tuple[str, L | None, R | None]]:
     """A full outer join of two streams sorted by ``order(key)``: ``(key, left item or None, right item or None)``.
 
-    One item of each side is held at a time. Keys come out in ``order``.
+    One item of each side is held at a time. Keys come out in ``order``. A side given as a
+    list is sorted first (it is in memory already, so that costs nothing more); a stream (a
+    listing, an inventory read back) must arrive sorted, which the join checks.
     """
-    lefts = checked_order(left, left_key, order, what=left_name)
-    rights = checked_order(right, right_key, order, what=right_name)
+    lefts = checked_order(_sorted_if_listed(left, left_key, order), left_key, order, what=left_name)
+    rights = checked_order(_sorted_if_listed(right, right_key, order), right_key, order, what=right_name)
     a = next(lefts, None)
     b = next(rights, None)
     while a is not None or b is not None:
@@ -100,6 +102,12 @@ def merge_join(
         else:
             yield a[1], a[2], b[2]
             a, b = next(lefts, None), next(rights, None)
+
+
+def _sorted_if_listed(items: Iterable[T], key: Callable[[T], str], order: Callable[[str], Any]) -> Iterable[T]:
+    if isinstance(items, Sequence):
+        return sorted(items, key=lambda item: order(key(item)))
+    return items
 
 
 def sorted_records(

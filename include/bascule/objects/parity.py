@@ -61,14 +61,9 @@ class ParityOutcome:
     readbacks: int = 0  # objects whose bytes had to be read back (GET) and hashed
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "success": self.success,
-            "objects": self.rows,
-            "problems": self.problem_count,
-            "readbacks": self.readbacks,
-            "results_key": self.results_key,
-            "report_key": self.report_key,
-        }
+        """The small record XCom and the evidence carry: counts and keys, never the problem list."""
+        counts = {"success": self.success, "objects": self.rows, "problems": self.problem_count}
+        return counts | {"readbacks": self.readbacks, "results_key": self.results_key, "report_key": self.report_key}
 
 
 def _is_problem(row: dict[str, Any]) -> bool:

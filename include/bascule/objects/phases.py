@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bascule.exceptions import BasculeError
 from bascule.governance.evidence.store import EvidenceStore
@@ -37,6 +37,9 @@ from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.base import ObjectInfo
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import ObjectStoreWorkload
+
+if TYPE_CHECKING:
+    from bascule.objects.copy_report import ShardReport
 
 SMOKE_SAMPLE = 20
 __all__ = ["ParityOutcome", "describe_problems", "prove_parity", "readback_md5", "target_inventory"]
@@ -94,6 +97,26 @@ def take_snapshot(
 # -- transfer ---------------------------------------------------------------------------
 
 
+def _copy_objects(
+    workload: ObjectStoreWorkload,
+    objects: Iterable[ObjectInfo],
+    source: AzureBlobContainer,
+    target: S3Bucket,
+    snapshot_id: str,
+    **options: Any,
+) -> ShardReport:
+    """``copy_shard`` with what the manifest fixes (prefixes, concurrency, part size); ``options`` per caller."""
+    from bascule.objects.copy_config import CopyConfig
+    from bascule.objects.shard import copy_shard
+
+    part_size = workload.transfer.part_size_mib * 1024 * 1024
+    return copy_shard(
+        objects, source, target, source_prefix=workload.source.prefix, target_prefix=workload.target.prefix,
+        snapshot_id=snapshot_id, concurrency=workload.transfer.concurrency,
+        config=CopyConfig(preferred_part_size=part_size), **options,
+    )  # fmt: skip
+
+
 def transfer_shard(
     workload: ObjectStoreWorkload,
     source: AzureBlobContainer,
@@ -104,8 +127,6 @@ def transfer_shard(
     attempt: int,
     progress: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    from bascule.objects.copy_config import CopyConfig
-    from bascule.objects.shard import copy_shard
 
     def objects() -> Iterator[ObjectInfo]:
         return shard(read_inventory(evidence, snapshot["inventory_key"]), shard_index, workload.transfer.shards)
@@ -116,15 +137,12 @@ def transfer_shard(
         total_objects += 1
         total_bytes += info.size
     spool = RecordSpool()  # what each object's copy verified, sorted into the evidence at the end
-    report = copy_shard(
+    report = _copy_objects(
+        workload,
         objects(),
         source,
         target,
-        source_prefix=workload.source.prefix,
-        target_prefix=workload.target.prefix,
-        snapshot_id=snapshot["snapshot_id"],
-        concurrency=workload.transfer.concurrency,
-        config=CopyConfig(preferred_part_size=workload.transfer.part_size_mib * 1024 * 1024),
+        snapshot["snapshot_id"],
         progress=progress,
         total_objects=total_objects,
         total_bytes=total_bytes,
@@ -223,8 +241,6 @@ def sync_delta(
     changed object, a DELETE per deleted one). A rerun lists again into its own
     attempt's files and skips what an earlier attempt copied.
     """
-    from bascule.objects.copy_config import CopyConfig
-    from bascule.objects.shard import copy_shard
 
     final = InventoryWriter(evidence, f"{base}/final-inventory.jsonl.gz")
     counts = {"new": 0, "modified": 0}
@@ -244,15 +260,12 @@ def sync_delta(
 
     spool = RecordSpool()
     try:
-        report = copy_shard(
+        report = _copy_objects(
+            workload,
             to_copy(),
             source,
             target,
-            source_prefix=workload.source.prefix,
-            target_prefix=workload.target.prefix,
-            snapshot_id=snapshot["snapshot_id"],
-            concurrency=workload.transfer.concurrency,
-            config=CopyConfig(preferred_part_size=workload.transfer.part_size_mib * 1024 * 1024),
+            snapshot["snapshot_id"],
             # Few objects changed: a HEAD each beats listing the whole target prefix.
             target_keys=None,
             records=spool.add,

@@ -59,13 +59,8 @@ class RowDiff:
     columns: tuple[str, ...] = ()  # changed: the columns that differ
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "row": self.label,
-            "source": self.source,
-            "target": self.target,
-            "columns": list(self.columns),
-        }
+        sides = {"source": self.source, "target": self.target}
+        return {"kind": self.kind, "row": self.label, **sides, "columns": list(self.columns)}
 
     def describe(self) -> str:
         if self.kind == "changed":
