@@ -11,13 +11,14 @@ NODE_STAMP := node_modules/.bascule-installed
 # pip's own noise about this machine's extra find-links folders is not ours to show.
 PIP_QUIET := 2> >(grep -v "^WARNING: Location" >&2)
 
-.PHONY: help setup demo down test test-fast lint bench clean
+.PHONY: help setup demo down test test-fast lint bench bench-scale clean
 
 help:
 	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
 	@echo "make test   install what the tests need and run the whole suite"
 	@echo "make down   stop everything the demo started"
 	@echo "make lint   ruff, mypy and the import-layer contracts;  make bench   run the benchmarks in bench/"
+	@echo "make bench-scale   object cutover at 1k and 10k objects, ~15 min (SCALE_ARGS=--large: also 100k)"
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/parse.py
+
+bench-scale: setup
+	$(PY) bench/scale.py $(SCALE_ARGS)
 
 clean: down
 	rm -rf .bascule

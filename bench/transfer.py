@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import uptime
+from _common import s3_client, uptime
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
@@ -121,22 +121,6 @@ def _vmhwm_kib() -> int:
     return 0
 
 
-def _s3_client(port: int) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    from bascule.objects.copy_config import recommended_s3_config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name=devstack.TARGET_REGION,
-        aws_access_key_id=devstack.S3_ACCESS_KEY,
-        aws_secret_access_key=devstack.S3_SECRET_KEY,
-        config=Config(**recommended_s3_config(CONCURRENCY)),
-    )
-
-
 def child_bascule(spec: dict[str, Any]) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
@@ -151,7 +135,7 @@ def child_bascule(spec: dict[str, Any]) -> dict[str, Any]:
         **recommended_azure_client_kwargs(),
     )
     source = AzureBlobContainer(service, spec["container"])
-    target = S3Bucket(_s3_client(spec["moto"]), spec["bucket"])
+    target = S3Bucket(s3_client(spec["moto"], CONCURRENCY), spec["bucket"])
     limit = spec.get("limit")
     concurrency = spec.get("concurrency", CONCURRENCY)
 
@@ -284,7 +268,7 @@ def child_provider(spec: dict[str, Any]) -> dict[str, Any]:
 
 def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     dataset = DATASETS[spec["dataset"]]
-    client = _s3_client(spec["moto"])
+    client = s3_client(spec["moto"], CONCURRENCY)
     blobs = [(dataset.key(i), dataset.data(i)) for i in range(dataset.count)]
     bucket = spec["bucket"]
 
@@ -383,7 +367,7 @@ class Bench:
         )
 
     def s3(self) -> Any:
-        return _s3_client(self.ports.moto)
+        return s3_client(self.ports.moto, CONCURRENCY)
 
     def upload(self, dataset: Dataset) -> None:
         from azure.storage.blob import ContentSettings
