@@ -157,7 +157,7 @@ def install_azure_hook() -> None:
         METER.add("src", azure_kind(request.method, request.url))
         return original(self, request, **kwargs)
 
-    RequestsTransport.send = send  # type: ignore[method-assign]
+    RequestsTransport.send = send
 
 
 def count_s3(client: Any) -> Any:
@@ -629,7 +629,8 @@ def fmt_row(name: str, r: dict[str, Any]) -> str:
 
 def verdict(res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     p, n, changes = res["phases"], res["n"], res["changes"]
-    lines, figures = [], {}
+    lines: list[str] = []
+    figures: dict[str, float] = {}
     rss = max(r["rss_growth_mib"] for k, r in p.items() if k not in ("writers", "floor"))
     peak = max(r["peak_mib"] for k, r in p.items() if k not in ("writers", "floor"))
     if "parity" in p:
@@ -685,30 +686,36 @@ def _fit(points: list[tuple[int, float]], m: int) -> float:
 
 def extrapolate(results: list[dict[str, Any]]) -> list[str]:
     usable = [r for r in results if "parity" in r["phases"]]
-    if not usable:
-        return []
-    last = usable[-1]["phases"]
-    if len(usable) == 1:
+    if len(usable) < 2:
         return ["", "Extrapolation needs two N values (a constant and a slope per phase): run with two sizes or more."]
-    lines = ["", "Extrapolation (requests per phase fitted linearly on the two largest N; a lower bound where the",
-             "measured cost per request grows with N, as the leases' did):",
-             f"  stand-ins: each phase's requests x its wall seconds per request at N = {usable[-1]['n']:,}",
+    last, n_last = usable[-1]["phases"], usable[-1]["n"]
+    names = [k for k in CUTOVER if k in last]
+
+    def wall(r: dict[str, Any], name: str) -> float:
+        return r["phases"][name]["seconds"] - (r["phases"][name].get("probe_wait_s", 0.0) if name == "freeze" else 0.0)
+
+    costs = ", ".join(f"{k} {1000 * wall(usable[-1], k) / max(1, last[k]['requests']['total']):.1f}" for k in names)
+    lines = ["", "Extrapolation to larger containers (fits on the two largest N; linear, so a lower bound where the",
+             "cost per request itself grows with N, as the leases' did):",
+             f"  measured ms per request at N = {n_last:,}: {costs}",
+             "  stand-ins: each cutover phase's wall (probe wait excluded) fitted as a constant plus a cost per object",
+             "  (the cost of the requests each object adds); budget = 1.5 x the floor listing + the copy of the changes",
+             "  (0.2% of N), fitted the same way",
              f"  real service, ASSUMPTION (not measured): {REAL_REQUEST_S * 1000:.0f} ms per request, {REAL_PARALLEL} "
-             f"in parallel; list pages one after another, {REAL_LIST_PAGE_S * 1000:.0f} ms each",
-             "  budget = 1.5 x the bare parallel listing + the copy of the changes (0.2% of N)",
+             f"in parallel; list pages one after another,",
+             f"  {REAL_LIST_PAGE_S * 1000:.0f} ms each (5,000 names a page at the source, 1,000 keys at the target);"
+             " requests per kind fitted linearly",
              f"  {'N':>11} {'requests':>11} {'block':>10} {'budget':>10} {'ratio':>7} {'block':>10} {'budget':>10} "
              f"{'ratio':>7}",
              f"  {'':>11} {'':>11} {'-- stand-ins --':^29} {'-- real service (assumed) --':^29}"]  # fmt: skip
     for m in EXTRAPOLATE:
         requests = block = real = 0.0
-        for name in (k for k in CUTOVER if k in last):
-            per_request = last[name]["seconds"] / max(1, last[name]["requests"]["total"])
+        for name in names:
             count = _fit([(r["n"], r["phases"][name]["requests"]["total"]) for r in usable], m)
             lists = _fit([(r["n"], r["phases"][name]["requests"]["kinds"]["LIST"]) for r in usable], m)
             requests += count
-            block += count * per_request
-            seconds = lists * REAL_LIST_PAGE_S + (count - lists) * REAL_REQUEST_S / REAL_PARALLEL
-            real += seconds
+            block += _fit([(r["n"], wall(r, name)) for r in usable], m)
+            real += lists * REAL_LIST_PAGE_S + (count - lists) * REAL_REQUEST_S / REAL_PARALLEL
         floor = _fit([(r["n"], r["phases"]["floor"]["floor_s"]) for r in usable], m)
         copy = _fit([(r["n"], r["phases"]["floor"]["copy_s"]) for r in usable], m)
         # The changes' copy on a real service: a HEAD, a GET and a PUT each, 16 at a time.
@@ -760,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impl", choices=["auto", *sorted(IMPLS)], default="auto",
                         help="auto: new if the checkout has phases.sync_delta (#16), else old")  # fmt: skip
     parser.add_argument("--sizes", help="comma-separated N values (default 1000,10000; with --large also 100000)")
-    parser.add_argument("--large", action="store_true", help="add N = 100,000 (seeding alone takes minutes)")
+    parser.add_argument("--large", action="store_true", help="add N = 100,000 (Azurite slows as it fills: seeding alone can take an hour)")
     parser.add_argument("--freeze-only", action="store_true", help="seed, floor, freeze, unfreeze only")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -787,11 +794,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_size(stand, n, args.impl, args.freeze_only))
     finally:
         stand.stop()
+        shutil.rmtree(state, ignore_errors=True)  # Azurite's data and the phases' state files
     print("\n".join(report(results)))
     print(f"\nmachine load at the end: {uptime()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    shutil.rmtree(state, ignore_errors=True)
     return 0 if all("error" not in r and r["ok"] for r in results) else 1
 
 
