@@ -31,7 +31,14 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(PY_STAMP) $(NODE_STAMP)
+# The browser tests drive Debian's chromium (playwright cannot download browsers here).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y chromium || (apt-get update && apt-get install -y chromium); \
+	else echo "chromium is missing: run 'sudo apt-get install -y chromium' (the browser tests need it)" >&2; exit 1; fi
+
+setup: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM)
 
 demo: setup
 	$(PY) scripts/demo.py up
