@@ -21,6 +21,7 @@ from bascule.postgres import cutover_phases, validation_phases
 from bascule.postgres import phases as pg_phases
 from bascule.postgres.client import LibpqParams
 from bascule.postgres.sides import PgSides, connect_kwargs
+from bascule.synthetic import audit_log
 from bascule.synthetic import registry as synthetic_pg
 from bascule.synthetic.target_check import check_target
 from bascule.synthetic.writer import Writer
@@ -228,53 +229,11 @@ def test_a_table_without_primary_key_stops_the_snapshot_naming_it(pg_pair, s3_cl
     cutover_phases.release_replication(opted, sides)
 
 
-class _KeylessWriter:
-    """Inserts, updates and deletes on a keyless table, in a thread, until stopped."""
-
-    def __init__(self, dsn: str) -> None:
-        import threading
-
-        self.dsn, self.done, self.counts = dsn, threading.Event(), {"insert": 0, "update": 0, "delete": 0}
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with closing(psycopg2.connect(self.dsn)) as conn:
-            conn.autocommit = True
-            n = 10_000
-            with conn.cursor() as cur:
-                while not self.done.is_set():
-                    n += 1
-                    cur.execute("insert into registry.audit_log (n, what) values (%s, 'written')", (n,))
-                    self.counts["insert"] += 1
-                    cur.execute("update registry.audit_log set what = 'updated' where n = %s", (n - 3,))
-                    self.counts["update"] += cur.rowcount
-                    cur.execute("delete from registry.audit_log where n = %s", (n - 7,))
-                    self.counts["delete"] += cur.rowcount
-                    time.sleep(0.01)
-
-    def __enter__(self) -> _KeylessWriter:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=10)
-
-
-def _fingerprint(cluster, database: str, table: str) -> tuple[int, str]:
-    with closing(cluster.connect(database)) as conn, conn.cursor() as cur:
-        cur.execute(f"select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from {table} t")
-        return tuple(cur.fetchone())
-
-
-def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gates(
-    pg_pair, s3_client, registry
-) -> None:
+def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gates(pg_pair, s3_client, registry) -> None:
     source, target = pg_pair
     database, bucket = registry
-    with closing(source.connect(database)) as conn, conn.cursor() as cur:
-        cur.execute("create table registry.audit_log (n int not null, what text, at timestamptz default now())")
-        cur.execute("insert into registry.audit_log (n, what) select g, 'seeded' from generate_series(1, 2000) g")
+    with closing(source.connect(database)) as conn:
+        audit_log.create_audit_log(conn)
     workload = parse_manifest(
         "include/workloads/phases.yaml",
         _manifest("phases_keyless", database, bucket, "  tables_without_primary_key: [registry.audit_log]", "[]"),
@@ -283,7 +242,7 @@ def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gate
     sides = _sides(source, target, database)
     evidence = EvidenceStore(s3_client, bucket, workload.id)
     run_id, log = "run_keyless", []
-    with _KeylessWriter(source.dsn(database)) as writer:
+    with audit_log.AuditLogWriter(source.dsn(database)) as writer:
         snapshot = pg_phases.take_snapshot(workload, sides, evidence, run_id, fresh_run=True)
         pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", run_id, 1)
         copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, run_id, 1) for t in snapshot["tables"]]
@@ -298,7 +257,7 @@ def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gate
         pg_phases.finish_catch_up(workload, sides, evidence, snapshot)
         time.sleep(1)  # writes go on after the catch-up, through the stream only
         result = validation_phases.validate(workload, sides, evidence, snapshot, run_id, 1, log.append)
-    assert min(writer.counts.values()) > 10, writer.counts
+    assert min(writer.counts[k] for k in ("insert", "update", "delete")) > 10, writer.counts
     assert result["diff_ok"], result["diff_summary"]
     assert result["gates_ok"], result["gates_summary"]
     assert result["gates_summary"].startswith("built-in gates passed on 4 table(s)"), result["gates_summary"]
@@ -307,7 +266,8 @@ def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gate
     assert audit["method"] == "key_hash" and audit["differences"] == [], audit
     # Once the source is still, the rows are the same multiset on both sides.
     validation_phases.wait_until_applied(sides, snapshot["slot"])
-    assert _fingerprint(source, database, "registry.audit_log") == _fingerprint(target, database, "registry.audit_log")
+    with closing(source.connect(database)) as src, closing(target.connect(database)) as tgt:
+        assert audit_log.fingerprint(src) == audit_log.fingerprint(tgt)
     cutover_phases.release_replication(workload, sides)
 
 
