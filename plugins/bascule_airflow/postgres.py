@@ -446,12 +446,16 @@ class ReleaseReplicationOperator(_PostgresPhase):
         from bascule.postgres.cutover_phases import release_replication
 
         workload = self._model()
-        record = self._run(lambda: release_replication(workload, self._sides(workload)))
-        self.log.info(
-            "no cutover in this run: subscription, slot and publication %s dropped (the source keeps no WAL "
-            "for them); a new run starts from a new snapshot",
-            record["released"],
-        )
+        evidence = self._evidence(workload)
+        record = self._run(lambda: release_replication(workload, self._sides(workload), evidence, context["run_id"]))
+        if record["left_alone"]:
+            self.log.warning("no cutover in this run; %s Runbook: %s", record["reason"], self.runbook())
+        else:
+            self.log.info(
+                "no cutover in this run: %s dropped (%s; the source keeps no WAL for them); ownership record %s; "
+                "a new run starts from a new snapshot",
+                record["released"], record["dropped"], record["record"],
+            )  # fmt: skip
         append(context, self.workload, "note", {"summary": "no cutover: replication released", **record})
         return record
 

@@ -28,6 +28,7 @@ from bascule.postgres import (
     bulk_copy,
     catalog,
     catch_up,
+    cleanup,
     copy_plan,
     keyless,
     overlap,
@@ -105,8 +106,10 @@ def take_snapshot(
 ) -> dict[str, Any]:
     """Inventory of the schemas in scope and the replication slot the change stream starts from.
 
-    ``fresh_run``: the first try of a new run drops what an earlier, abandoned run left
-    (its subscription, slot and publication), so two runs never share a stream.
+    ``fresh_run``: the first try of a new run drops what an earlier, abandoned run of this
+    workload left (its subscription, slot and publication, as the ownership records in the
+    evidence prove, ``cleanup``), so two runs never share a stream; a same-named object
+    that no record shows as ours is refused (``cleanup.NotOurs``), never dropped.
     """
     slot = workload.slot_name()
     with sides.autocommit_source() as source:
@@ -116,9 +119,11 @@ def take_snapshot(
         )
         if not keys_check.ok:
             raise MissingPrimaryKey(keys_check.detail)
-        if fresh_run:
-            with sides.autocommit_target() as target:
-                replication.drop_replication(source, target, slot)
+        with sides.autocommit_target() as target:
+            # What an earlier run of this workload left goes (recorded as ours); a same-named
+            # object nobody recorded is refused; then this run records that it creates the stream.
+            if fresh_run or not cleanup.owned(evidence, slot):
+                cleanup.claim(source, target, evidence, slot, run_id)
         full = [t for t in workload.source.tables_without_primary_key if t in {x.qualified for x in inventory.tables}]
         if full:
             replication.set_replica_identity_full(source, full)
@@ -149,8 +154,10 @@ def with_replica_identity_full(inventory: catalog.PgInventory, tables: list[str]
     full = set(tables)
     return dataclasses.replace(
         inventory,
-        tables=[dataclasses.replace(t, replica_identity="f") if {t.qualified, t.manifest_name} & full else t
-            for t in inventory.tables],
+        tables=[
+            dataclasses.replace(t, replica_identity="f") if {t.qualified, t.manifest_name} & full else t
+            for t in inventory.tables
+        ],
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 from bascule.exceptions import StoreAccessError
 from bascule.governance import database_policy, object_policy, policy
+from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.policy import CheckResult, check_target_region
-from bascule.postgres import catalog, replication_checks
+from bascule.postgres import catalog, cleanup, replication_checks
 from bascule.postgres.sides import PgSides
 from bascule.preflight import CheckCollector, PreflightReport
 from bascule.workload import PostgresWorkload
@@ -120,6 +121,7 @@ def preflight_checks(
     checks: list[CheckResult] = []
     with sides.autocommit_source() as source:
         checks.extend(replication_checks.check_source_server(source))
+        checks.append(cleanup.slot_report(source, _evidence_store(workload, evidence_bucket), workload.slot_name()))
         inventory = catalog.read_inventory(source, list(workload.source.schemas), list(workload.source.tables))
         checks.append(
             replication_checks.check_primary_keys(inventory, list(workload.source.tables_without_primary_key), manifest_path)
@@ -146,6 +148,13 @@ def preflight_checks(
             )
         )  # fmt: skip
     return checks
+
+
+def _evidence_store(workload: PostgresWorkload, bucket: Any) -> EvidenceStore | None:
+    """The workload's evidence (its replication ownership records), or None while the bucket does not exist."""
+    if bucket.region() is None:
+        return None
+    return EvidenceStore(bucket.client, bucket.bucket, workload.id)
 
 
 def _check_application_roles(source: Any, roles: list[str], manifest_path: str) -> CheckResult:
