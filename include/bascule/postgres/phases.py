@@ -36,6 +36,7 @@ from bascule.postgres import (
     replication_checks,
     schema_copy,
     schema_drift,
+    scope_checks,
     tablediff_records,
 )
 from bascule.postgres.sides import PgSides, conninfo
@@ -120,6 +121,8 @@ def take_snapshot(
         if not keys_check.ok:
             raise MissingPrimaryKey(keys_check.detail)
         with sides.autocommit_target() as target:
+            # Refused before anything exists on either side (the same checks as preflight).
+            scope_checks.refuse_out_of_scope(source, target, workload, inventory, f"the manifest of '{workload.id}'")
             # What an earlier run of this workload left goes (recorded as ours); a same-named
             # object nobody recorded is refused; then this run records that it creates the stream.
             if fresh_run or not cleanup.owned(evidence, slot):

@@ -15,7 +15,7 @@ from bascule.exceptions import StoreAccessError
 from bascule.governance import database_policy, object_policy, policy
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.policy import CheckResult, check_target_region
-from bascule.postgres import catalog, cleanup, replication_checks
+from bascule.postgres import catalog, cleanup, replication_checks, scope_checks
 from bascule.postgres.sides import PgSides
 from bascule.preflight import CheckCollector, PreflightReport
 from bascule.workload import PostgresWorkload
@@ -127,8 +127,11 @@ def preflight_checks(
             replication_checks.check_primary_keys(inventory, list(workload.source.tables_without_primary_key), manifest_path)
         )
         checks.append(_check_application_roles(source, list(workload.source.application_roles), manifest_path))
+        scoped = False
         try:
             with sides.autocommit_target() as target:
+                checks.extend(scope_checks.scope_checks(source, target, workload, inventory, manifest_path))
+                scoped = True
                 checks.extend(replication_checks.check_target_server(target, inventory.server_version_num))
                 checks.append(replication_checks.check_extensions(source, target, inventory))
                 checks.extend(
@@ -137,6 +140,8 @@ def preflight_checks(
         except Exception as exc:  # the target database may not exist yet (dry run / created later)
             if not dry_run:
                 raise
+            if not scoped:  # no target to ask which roles exist: the rest is read on the source
+                checks.extend(scope_checks.scope_checks(source, None, workload, inventory, manifest_path))
             checks.append(CheckResult("target_server", True, f"not checked in a dry run: {str(exc).splitlines()[0]}"))
     bucket_check = _check_evidence_bucket(workload, evidence_bucket, manifest_path, dry_run=dry_run)
     checks.append(bucket_check)
