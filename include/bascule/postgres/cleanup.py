@@ -132,6 +132,13 @@ def release(source: Any, target: Any, evidence: EvidenceStore, name: str, run_id
     return {"dropped": dropped, "sync_slots": sync_slots, "left_alone": [], "record": key}
 
 
+def record_dropped(evidence: EvidenceStore, name: str, run_id: str, dropped: dict[str, bool]) -> str | None:
+    """After the cutover or a rollback dropped the stream: the ledger says it is no longer ours."""
+    if _latest(evidence, name) != "created":
+        return None
+    return _record(evidence, name, "released", run_id, {"dropped": dropped, "sync_slots": []})
+
+
 def _database(conn: Any) -> str:
     return str(fetch_one(conn, "select current_database()")[0])
 

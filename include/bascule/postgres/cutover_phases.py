@@ -103,7 +103,7 @@ def cutover(
             record["switched_at"] = utc_now()
             record["freeze_window_seconds"] = round(time.monotonic() - frozen_clock, 3)
             log(f"routing switched to Scaleway; writes were frozen for {record['freeze_window_seconds']:.1f} s")
-        replication.drop_replication(source, target, name)
+        cleanup.record_dropped(evidence, name, run_id, replication.drop_replication(source, target, name))
         record["replication_dropped"] = True
         record["smoke"] = smoke_check(workload, routing, sides, list(snapshot["tables"]))
     record["routing"] = scaleway.describe()
@@ -149,7 +149,8 @@ def rollback(
     with sides.autocommit_both() as (source, target):
         write_freeze.unfreeze_writes(source, workload.source.database, list(workload.source.application_roles))
         # The source is live again: a slot left behind would make it keep WAL for nobody.
-        replication.drop_replication(source, target, workload.slot_name())
+        dropped = replication.drop_replication(source, target, workload.slot_name())
+        cleanup.record_dropped(evidence, workload.slot_name(), run_id, dropped)
         if target_write_baseline:
             target_writes = write_freeze.writes_since(target, target_write_baseline)
     record = {

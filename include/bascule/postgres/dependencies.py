@@ -33,12 +33,18 @@ RUNBOOK = "docs/runbooks.md#postgres-dependency-outside-the-schemas"
 # What can depend on something: the table (its columns' types and collations), its
 # defaults and generated expressions, its constraints (checks, foreign keys), triggers,
 # row-level security policies and rules. Each part yields (table oid, classid, objid, objsubid).
-_DEPENDENCIES_SQL = """
+# The tables in scope, by the names the catalog stores (``scope_params``).
+SCOPE_CTE = """
 with scope(oid) as (
     select c.oid from pg_class c
     join pg_namespace n on n.oid = c.relnamespace
     join unnest(%(table_schemas)s::text[], %(names)s::text[]) as s(nsp, rel) on s.nsp = n.nspname and s.rel = c.relname
-),
+)
+"""
+
+_DEPENDENCIES_SQL = (
+    SCOPE_CTE
+    + """,
 users(tbl, classid, objid, objsubid) as (
     select s.oid, 'pg_class'::regclass, s.oid, null::int from scope s
     union all
@@ -74,6 +80,7 @@ where d.deptype in ('n', 'a')
   and coalesce(rc.relkind, '') <> 'i'  -- a foreign key's unique index: its table is named already
 order by 1, 2, 3, 6
 """
+)
 
 
 @dataclass(frozen=True)
@@ -97,13 +104,15 @@ class Dependency:
         return f"{self.used_by} uses {self.kind} {self.identity}: {self.fix(schemas)}"
 
 
+def scope_params(schemas: Sequence[str], tables: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The query parameters of :data:`SCOPE_CTE` and the listed schemas."""
+    return {"schemas": list(schemas), "table_schemas": [s for s, _ in tables], "names": [t for _, t in tables]}
+
+
 def find(conn: Any, schemas: Sequence[str], tables: Sequence[tuple[str, str]]) -> list[Dependency]:
     """Every object outside ``schemas`` (or a table outside ``tables``) that a table of ``tables`` uses."""
     with conn.cursor() as cur:
-        cur.execute(
-            _DEPENDENCIES_SQL,
-            {"schemas": list(schemas), "table_schemas": [s for s, _ in tables], "names": [t for _, t in tables]},
-        )
+        cur.execute(_DEPENDENCIES_SQL, scope_params(schemas, tables))
         rows = cur.fetchall()
     return [
         Dependency(f"{schema}.{table}", used_by, kind, ref_schema, identity, extension, bool(unlisted))

@@ -24,72 +24,42 @@ from typing import Any
 
 from bascule.governance.policy import CheckResult
 from bascule.postgres.catalog import qualify
+from bascule.postgres.dependencies import SCOPE_CTE, scope_params
 
 RUNBOOK = "docs/runbooks.md#postgres-not-carried-by-logical-replication"
 
-_SCOPE = """
-with scope(oid) as (
-    select c.oid from pg_class c
-    join pg_namespace n on n.oid = c.relnamespace
-    join unnest(%(table_schemas)s::text[], %(names)s::text[]) as s(nsp, rel) on s.nsp = n.nspname and s.rel = c.relname
-)
-"""
 
-_TABLES_SQL = (
-    _SCOPE
-    + """
-select n.nspname, c.relname, c.relpersistence
-from pg_class c join pg_namespace n on n.oid = c.relnamespace join scope s on s.oid = c.oid
-order by 1, 2
+def _per_table(columns: str, catalog: str, relid: str, where: str = "true", group: str = "") -> str:
+    """``schema, table, <columns>`` of the rows of ``catalog`` (e.g. ``pg_trigger t``) on tables in scope."""
+    return (
+        SCOPE_CTE
+        + f"""
+select n.nspname, c.relname, {columns}
+from {catalog} join scope s on s.oid = {relid}
+join pg_class c on c.oid = {relid} join pg_namespace n on n.oid = c.relnamespace
+where {where} {group} order by 1, 2, 3
 """
-)
+    )
 
+
+_TABLES_SQL = _per_table("c.relpersistence", "pg_class t", "t.oid")
 _MATVIEWS_SQL = """
 select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where c.relkind = 'm' and n.nspname = any(%(schemas)s::text[]) order by 1, 2
 """
-
-_TRIGGERS_SQL = (
-    _SCOPE
-    + """
-select n.nspname, c.relname, t.tgname, t.tgenabled
-from pg_trigger t join scope s on s.oid = t.tgrelid
-join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
-where not t.tgisinternal and t.tgname not like 'bascule\\_%%'
-order by 1, 2, 3
-"""
+# Bascule's own overlap triggers are ENABLE REPLICA on purpose (``overlap``): not the application's.
+_TRIGGERS_SQL = _per_table(
+    "t.tgname, t.tgenabled", "pg_trigger t", "t.tgrelid", "not t.tgisinternal and t.tgname not like 'bascule\\_%%'"
 )
-
-_RULES_SQL = (
-    _SCOPE
-    + """
-select n.nspname, c.relname, r.rulename
-from pg_rewrite r join scope s on s.oid = r.ev_class
-join pg_class c on c.oid = r.ev_class join pg_namespace n on n.oid = c.relnamespace
-where r.rulename <> '_RETURN' order by 1, 2, 3
-"""
+_RULES_SQL = _per_table("r.rulename", "pg_rewrite r", "r.ev_class", "r.rulename <> '_RETURN'")
+_POLICIES_SQL = _per_table(
+    "p.polname, coalesce(array_agg(r.rolname order by r.rolname) filter (where r.rolname is not null), '{}')",
+    "pg_policy p left join pg_roles r on r.oid = any(p.polroles)",
+    "p.polrelid",
+    group="group by 1, 2, 3",
 )
-
-_POLICIES_SQL = (
-    _SCOPE
-    + """
-select n.nspname, c.relname, p.polname,
-       coalesce(array_agg(r.rolname order by r.rolname) filter (where r.rolname is not null), '{}')
-from pg_policy p join scope s on s.oid = p.polrelid
-join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace
-left join pg_roles r on r.oid = any(p.polroles)
-group by 1, 2, 3 order by 1, 2, 3
-"""
-)
-
-_GENERATED_SQL = (
-    _SCOPE
-    + """
-select n.nspname, c.relname, a.attname
-from pg_attribute a join scope s on s.oid = a.attrelid
-join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
-where a.attgenerated <> '' and a.attnum > 0 and not a.attisdropped order by 1, 2, 3
-"""
+_GENERATED_SQL = _per_table(
+    "a.attname", "pg_attribute a", "a.attrelid", "a.attgenerated <> '' and a.attnum > 0 and not a.attisdropped"
 )
 
 _UNOWNED_SEQUENCES_SQL = """
@@ -187,7 +157,7 @@ def check(
     manifest_path: str,
 ) -> CheckResult:
     """Preflight's verdict on what logical replication does not carry (``target`` None: roles not checked)."""
-    params = {"schemas": list(schemas), "table_schemas": [s for s, _ in tables], "names": [t for _, t in tables]}
+    params = scope_params(schemas, tables)
     with source.cursor() as cur:
         refused = _refused(cur, params, target)
         carried = _carried(cur, params)

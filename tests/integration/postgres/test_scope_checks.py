@@ -24,6 +24,14 @@ MANIFEST = "include/workloads/phases.yaml"
 registry = test_pg_phases.registry  # the fixture: a fresh registry database on the source, an empty one on the target
 
 
+@pytest.fixture
+def db(pg_pair, registry):
+    """(source cluster, target cluster, database, evidence bucket) of a fresh registry."""
+    source, target = pg_pair
+    database, bucket = registry
+    return source, target, database, bucket
+
+
 def _source_sql(cluster, database: str, *statements: str) -> None:
     with closing(cluster.connect(database)) as conn, conn.cursor() as cur:
         for statement in statements:
@@ -52,11 +60,8 @@ def _nothing_created(source, target, database: str, name: str) -> None:
         assert cur.fetchone()[0] == 0, "no subscription"
 
 
-def test_an_enum_of_an_unlisted_schema_is_refused_at_preflight_and_nothing_is_created(
-    pg_pair, s3_client, registry
-) -> None:
-    source, target = pg_pair
-    database, bucket = registry
+def test_an_enum_of_an_unlisted_schema_is_refused_at_preflight_and_nothing_is_created(db, s3_client) -> None:
+    source, target, database, bucket = db
     _source_sql(
         source, database,
         "create type public.care_level as enum ('ambulatory', 'inpatient')",
@@ -80,11 +85,8 @@ def test_an_enum_of_an_unlisted_schema_is_refused_at_preflight_and_nothing_is_cr
     assert evidence.keys() == [], "no evidence, no ownership record: nothing was claimed"
 
 
-def test_dependencies_of_each_kind_are_named_with_their_fix_and_extension_objects_included(
-    pg_pair, s3_client, registry
-) -> None:
-    source, target = pg_pair
-    database, bucket = registry
+def test_dependencies_of_each_kind_are_named_with_their_fix_and_extension_objects_included(db, s3_client) -> None:
+    source, target, database, bucket = db
     _source_sql(
         source, database,
         "create schema shared",
@@ -136,9 +138,8 @@ def test_dependencies_of_each_kind_are_named_with_their_fix_and_extension_object
     ) in narrow.detail, narrow.detail
 
 
-def test_not_carried_by_replication_is_refused_with_what_to_do(pg_pair, s3_client, registry) -> None:
-    source, target = pg_pair
-    database, bucket = registry
+def test_not_carried_by_replication_is_refused_with_what_to_do(db, s3_client) -> None:
+    source, target, database, bucket = db
     with closing(source.connect()) as admin, admin.cursor() as cur:
         cur.execute("select 1 from pg_roles where rolname = 'phases_auditor'")
         if cur.fetchone() is None:
@@ -184,11 +185,10 @@ def test_not_carried_by_replication_is_refused_with_what_to_do(pg_pair, s3_clien
     _nothing_created(source, target, database, workload.slot_name())
 
 
-def test_what_is_copied_behaves_as_documented(pg_pair, s3_client, registry) -> None:
+def test_what_is_copied_behaves_as_documented(db, s3_client) -> None:
     """Ordinary triggers do not fire for the apply; generated columns are computed by the target;
     a sequence owned by no column is carried at cutover; row-level security policies are copied."""
-    source, target = pg_pair
-    database, bucket = registry
+    source, target, database, bucket = db
     _source_sql(
         source, database,
         "create table registry.patient_changes (change_id bigserial primary key, patient_id int, department text)",
