@@ -292,7 +292,7 @@ class PgValidateOperator(_SnapshotPhase):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from bascule.postgres.validation_phases import validate
+        from bascule.postgres.validation_phases import failure_message, validate
 
         workload = self._model()
         evidence = self._evidence(workload)
@@ -314,16 +314,9 @@ class PgValidateOperator(_SnapshotPhase):
             [result["gates_key"]],
             idempotency_key=f"validate-gx:{context['ti'].try_number}",
         )  # fmt: skip
-        if not result["diff_ok"]:
-            raise AirflowFailException(
-                f"table diff found rows that differ: {result['diff_summary']}. Report: {result['diff_uri']}. "
-                f"Nothing downstream runs. Runbook: {self.runbook()}"
-            )
-        if not result["gates_ok"]:
-            raise AirflowFailException(
-                f"Great Expectations gates failed: {result['gates_summary']}. Report: {result['gates_uri']}. "
-                f"Runbook: {self.runbook()}"
-            )
+        failure = failure_message(result)
+        if failure:
+            raise AirflowFailException(f"{failure} Runbook: {self.runbook()}")
         return {k: v for k, v in result.items() if k not in ("diffs",)}
 
 
@@ -453,12 +446,16 @@ class ReleaseReplicationOperator(_PostgresPhase):
         from bascule.postgres.cutover_phases import release_replication
 
         workload = self._model()
-        record = self._run(lambda: release_replication(workload, self._sides(workload)))
-        self.log.info(
-            "no cutover in this run: subscription, slot and publication %s dropped (the source keeps no WAL "
-            "for them); a new run starts from a new snapshot",
-            record["released"],
-        )
+        evidence = self._evidence(workload)
+        record = self._run(lambda: release_replication(workload, self._sides(workload), evidence, context["run_id"]))
+        if record["left_alone"]:
+            self.log.warning("no cutover in this run; %s Runbook: %s", record["reason"], self.runbook())
+        else:
+            self.log.info(
+                "no cutover in this run: %s dropped (%s; the source keeps no WAL for them); ownership record %s; "
+                "a new run starts from a new snapshot",
+                record["released"], record["dropped"], record["record"],
+            )  # fmt: skip
         append(context, self.workload, "note", {"summary": "no cutover: replication released", **record})
         return record
 

@@ -25,6 +25,7 @@ import yaml
 import devstack
 import pgclusters
 from airflow_stack import AirflowStack, Api
+from bascule.synthetic import audit_log
 from bascule.synthetic import registry as synthetic_pg
 from bascule.synthetic.target_check import check_target
 from bascule.synthetic.writer import Writer
@@ -33,7 +34,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = yaml.safe_load((ROOT / "include" / "workloads" / "hdh_registry.yaml").read_text())
-WORKLOADS = ("pg_e2e_full", "pg_e2e_reject", "pg_e2e_timeout")
+WORKLOADS = ("pg_e2e_full", "pg_e2e_reject", "pg_e2e_timeout", "pg_e2e_keyless")
+KEYLESS = "pg_e2e_keyless"  # a keyless table, and no validation suite: the built-in gates decide
 APP_ROLE, APP_PASSWORD = "hdh_app", "app-password-e2e"
 PATIENTS = 3000
 
@@ -56,6 +58,14 @@ def _manifest(workload: str) -> dict:
     return data
 
 
+def _variant(workload: str, data: dict) -> dict:
+    """The keyless workload's manifest: its audit log on the keyless path, and no suite."""
+    if workload == KEYLESS:
+        data["source"]["tables_without_primary_key"] = [audit_log.TABLE]
+        data["validation"] = {"suites": []}
+    return data
+
+
 @pytest.fixture(scope="module")
 def clusters(pg_pair) -> tuple[pgclusters.PgCluster, pgclusters.PgCluster]:
     source, _ = pg_pair
@@ -70,6 +80,8 @@ def clusters(pg_pair) -> tuple[pgclusters.PgCluster, pgclusters.PgCluster]:
         with closing(source.connect(workload)) as conn:
             synthetic_pg.create_schema(conn)
             synthetic_pg.populate(conn, patients=PATIENTS, seed=7)
+            if workload == KEYLESS:
+                audit_log.create_audit_log(conn)
             synthetic_pg.create_application_role(conn, APP_ROLE, APP_PASSWORD, workload)
     return pg_pair
 
@@ -97,7 +109,9 @@ def airflow(standins: devstack.Ports, clusters, session_dir: Path) -> Iterator[A
     workloads = session_dir / "e2e-pg-workloads"
     workloads.mkdir(exist_ok=True)
     for workload in WORKLOADS:
-        (workloads / f"{workload}.yaml").write_text(yaml.safe_dump(_manifest(workload), sort_keys=False))
+        (workloads / f"{workload}.yaml").write_text(
+            yaml.safe_dump(_variant(workload, _manifest(workload)), sort_keys=False)
+        )
     # The project's DAG file, and a careless task that logs a connection password.
     dags = session_dir / "e2e-pg-dags"
     dags.mkdir(exist_ok=True)
@@ -306,6 +320,29 @@ def test_no_response_before_the_deadline_means_no_cutover(clusters, s3_client, o
     assert states["approve_cutover"] == "failed"
     assert states["cutover"] in ("upstream_failed", None)
     assert _routing(s3_client, workload) is None
+
+
+def test_a_keyless_table_migrates_under_writes_with_the_builtin_gates(clusters, s3_client, operator, approver) -> None:
+    source, target = clusters
+    dag_id = f"migrate_{KEYLESS}"
+    with audit_log.AuditLogWriter(source.dsn(KEYLESS, user=APP_ROLE, password=APP_PASSWORD), pause_s=0.05) as writer:
+        run_id = operator.trigger(dag_id, {"dry_run": False, "rollback": False})
+        _reach_gate(operator, dag_id, run_id)
+        approver.respond(dag_id, run_id, "approve_cutover", "Approve", "keyless table reviewed")
+        assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.failure_report(dag_id, run_id)
+    assert min(writer.counts[k] for k in ("insert", "update", "delete")) > 10, writer.counts
+    validate = operator.xcom(dag_id, run_id, "validate")
+    assert validate["gates_summary"].startswith("built-in gates passed"), validate
+    (diff,) = _evidence(s3_client, KEYLESS, "validate-try1/table-diff.json")
+    (audit,) = [d for d in diff if d["table"].endswith("audit_log")]
+    assert audit["method"] == "key_hash" and audit["differences"] == [], audit
+    (record,) = _evidence(s3_client, KEYLESS, "cutover-try1.json")
+    assert all(d["differences"] == [] for d in record["final_diff"]), record["final_diff"]
+    # Frozen at the cutover: the same rows on both sides, including every update and delete.
+    with closing(source.connect(KEYLESS)) as src, closing(target.connect(KEYLESS)) as tgt:
+        assert audit_log.fingerprint(src) == audit_log.fingerprint(tgt)
+    assert _table_fingerprints(source, KEYLESS) == _table_fingerprints(target, KEYLESS)
+    assert f"bascule_{KEYLESS}" not in _slots(source)
 
 
 def test_a_password_a_task_logs_is_masked(clusters, operator) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from bascule.exceptions import BasculeError
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.routing import Location, RoutingRegistry
-from bascule.postgres import catalog, catch_up, replication, sequences, tablediff, write_freeze
+from bascule.postgres import catalog, catch_up, cleanup, replication, sequences, tablediff, write_freeze
 from bascule.postgres.phases import check_schema_unchanged, load_inventory, run_prefix, table_specs, utc_now
 from bascule.postgres.sides import PgSides, conninfo
 from bascule.postgres.validation_phases import describe_differences
@@ -103,7 +103,7 @@ def cutover(
             record["switched_at"] = utc_now()
             record["freeze_window_seconds"] = round(time.monotonic() - frozen_clock, 3)
             log(f"routing switched to Scaleway; writes were frozen for {record['freeze_window_seconds']:.1f} s")
-        replication.drop_replication(source, target, name)
+        cleanup.record_dropped(evidence, name, run_id, replication.drop_replication(source, target, name))
         record["replication_dropped"] = True
         record["smoke"] = smoke_check(workload, routing, sides, list(snapshot["tables"]))
     record["routing"] = scaleway.describe()
@@ -149,7 +149,8 @@ def rollback(
     with sides.autocommit_both() as (source, target):
         write_freeze.unfreeze_writes(source, workload.source.database, list(workload.source.application_roles))
         # The source is live again: a slot left behind would make it keep WAL for nobody.
-        replication.drop_replication(source, target, workload.slot_name())
+        dropped = replication.drop_replication(source, target, workload.slot_name())
+        cleanup.record_dropped(evidence, workload.slot_name(), run_id, dropped)
         if target_write_baseline:
             target_writes = write_freeze.writes_since(target, target_write_baseline)
     record = {
@@ -172,12 +173,15 @@ def rollback(
     return record
 
 
-def release_replication(workload: PostgresWorkload, sides: PgSides) -> dict[str, Any]:
-    """Drop the subscription, slot and publication of a run that will not cut over.
+def release_replication(
+    workload: PostgresWorkload, sides: PgSides, evidence: EvidenceStore, run_id: str
+) -> dict[str, Any]:
+    """Drop the subscription, slot and publication of a run that will not cut over, if this
+    workload's ownership records show them as its own (``cleanup``); leave any other alone.
 
     A logical slot nobody consumes makes the source keep its WAL forever: on a managed
     server that ends in a full disk. A new run takes a new snapshot anyway.
     """
     with sides.autocommit_both() as (source, target):
-        replication.drop_replication(source, target, workload.slot_name())
-    return {"released": workload.slot_name(), "at": utc_now()}
+        result = cleanup.release(source, target, evidence, workload.slot_name(), run_id)
+    return {"released": workload.slot_name(), "at": utc_now(), **result}

@@ -22,8 +22,8 @@ a delete).
 Known limits of the overlap replay:
 
 - Tables without a primary key (``REPLICA IDENTITY FULL``) get no trigger: a replayed
-  INSERT of a row the copy has adds a duplicate. Their overlap must be empty: no
-  writes to them between the slot's creation and their copy (copy them first).
+  INSERT of a row the copy has would add a duplicate. So they have no overlap: the
+  subscription's own table synchronisation copies them (``keyless``).
 - A non-primary-key UNIQUE constraint on the target can conflict during the overlap
   when a value moves from one row to another inside it; the apply then stops
   (``ReplicationBroken``). Creating such constraints after the triggers are removed

@@ -16,6 +16,7 @@ has passed every table's copy point; then the triggers go and apply is strict ag
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import closing
 from datetime import UTC, datetime
@@ -27,15 +28,19 @@ from bascule.postgres import (
     bulk_copy,
     catalog,
     catch_up,
+    cleanup,
     copy_plan,
+    keyless,
     overlap,
     replication,
     replication_checks,
     schema_copy,
     schema_drift,
+    scope_checks,
     tablediff_records,
 )
 from bascule.postgres.sides import PgSides, conninfo
+from bascule.postgres.statements import split_qualified
 from bascule.workload import PostgresWorkload
 
 
@@ -77,6 +82,18 @@ def load_inventory(evidence: EvidenceStore, snapshot: dict[str, Any]) -> catalog
     return catalog.PgInventory.from_dict(evidence.read_json(snapshot["inventory_key"]))
 
 
+def _keyless(workload: PostgresWorkload, tables: list[str]) -> list[str]:
+    """The tables of ``tables`` the manifest migrates without a primary key (``keyless.py``)."""
+    opted = set(workload.source.tables_without_primary_key)
+    return [t for t in tables if t in opted]
+
+
+def _stream_tables(workload: PostgresWorkload, tables: list[str]) -> list[str]:
+    """The tables the publication carries from the slot's start: all but the keyless ones."""
+    keyless_tables = set(_keyless(workload, tables))
+    return [t for t in tables if t not in keyless_tables]
+
+
 def _keyed_tables(inventory: catalog.PgInventory) -> dict[str, list[str]]:
     """Tables with a primary key -> its columns: those the overlap triggers protect."""
     return {t.qualified: list(t.primary_key) for t in inventory.tables if t.primary_key}
@@ -90,8 +107,10 @@ def take_snapshot(
 ) -> dict[str, Any]:
     """Inventory of the schemas in scope and the replication slot the change stream starts from.
 
-    ``fresh_run``: the first try of a new run drops what an earlier, abandoned run left
-    (its subscription, slot and publication), so two runs never share a stream.
+    ``fresh_run``: the first try of a new run drops what an earlier, abandoned run of this
+    workload left (its subscription, slot and publication, as the ownership records in the
+    evidence prove, ``cleanup``), so two runs never share a stream; a same-named object
+    that no record shows as ours is refused (``cleanup.NotOurs``), never dropped.
     """
     slot = workload.slot_name()
     with sides.autocommit_source() as source:
@@ -101,15 +120,23 @@ def take_snapshot(
         )
         if not keys_check.ok:
             raise MissingPrimaryKey(keys_check.detail)
-        if fresh_run:
-            with sides.autocommit_target() as target:
-                replication.drop_replication(source, target, slot)
+        with sides.autocommit_target() as target:
+            # Refused before anything exists on either side (the same checks as preflight).
+            scope_checks.refuse_out_of_scope(source, target, workload, inventory, f"the manifest of '{workload.id}'")
+            # What an earlier run of this workload left goes (recorded as ours); a same-named
+            # object nobody recorded is refused; then this run records that it creates the stream.
+            if fresh_run or not cleanup.owned(evidence, slot):
+                cleanup.claim(source, target, evidence, slot, run_id)
         full = [t for t in workload.source.tables_without_primary_key if t in {x.qualified for x in inventory.tables}]
         if full:
             replication.set_replica_identity_full(source, full)
+            # The project's own DDL is part of the shape the snapshot expects: without this,
+            # the drift check of start_replication reports it as someone else's change.
+            inventory = with_replica_identity_full(inventory, full)
         # pgoutput decodes each change with the publication as it was when the change was
         # written: the publication must exist before the slot starts, or changes are lost.
-        replication.ensure_publication(source, slot, [t.qualified for t in inventory.tables])
+        # Keyless tables join it at start_replication, synchronised by the subscription (keyless.py).
+        replication.ensure_publication(source, slot, _stream_tables(workload, [t.qualified for t in inventory.tables]))
         slot_lsn = replication.create_slot(source, slot)
     name = run_prefix(run_id) + f"inventory-{int(time.time())}.json"
     key = evidence.put_json(name, inventory.to_dict())
@@ -123,6 +150,18 @@ def take_snapshot(
         "sequences": len(inventory.sequences),
         "taken_at": utc_now(),
     }
+
+
+def with_replica_identity_full(inventory: catalog.PgInventory, tables: list[str]) -> catalog.PgInventory:
+    """The inventory as it is once ``REPLICA IDENTITY FULL`` is set on ``tables`` (qualified names)."""
+    full = set(tables)
+    return dataclasses.replace(
+        inventory,
+        tables=[
+            dataclasses.replace(t, replica_identity="f") if {t.qualified, t.manifest_name} & full else t
+            for t in inventory.tables
+        ],
+    )
 
 
 def check_schema_unchanged(workload: PostgresWorkload, source: Any, before: catalog.PgInventory) -> None:
@@ -246,10 +285,19 @@ def start_replication(
     keyed = _keyed_tables(inventory)
     with sides.autocommit_both() as (source, target):
         check_schema_unchanged(workload, source, inventory)
-        replication.ensure_publication(source, name, list(snapshot["tables"]))
+        tables = list(snapshot["tables"])
+        # A retry finds the keyless tables an earlier try added: they stay published.
+        already = keyless.published(source, name)
+        keyed_stream = set(_stream_tables(workload, tables))
+        streamed = [t for t in tables if t in keyed_stream or split_qualified(t) in already]
+        replication.ensure_publication(source, name, streamed)
         overlap.install_overlap_triggers(target, keyed)
         replication.create_subscription(target, name, conninfo(sides.source_params), name, snapshot["slot"])
-    return {"subscription": name, "publication": name, "overlap_triggers": sorted(keyed), "at": utc_now()}
+        synchronised = keyless.synchronise(source, target, name, _keyless(workload, tables))
+    return {
+        "subscription": name, "publication": name, "overlap_triggers": sorted(keyed),
+        "synchronised_by_subscription": synchronised, "at": utc_now(),
+    }  # fmt: skip
 
 
 def replication_status(workload: PostgresWorkload, sides: PgSides, overlap_end_lsn: str) -> dict[str, Any]:
@@ -258,6 +306,7 @@ def replication_status(workload: PostgresWorkload, sides: PgSides, overlap_end_l
     with sides.autocommit_both() as (source, target):
         lag = catch_up.replication_lag(source, target, name)
         passed = catch_up.passed_lsn(source, name, overlap_end_lsn) if overlap_end_lsn else True
+        syncing = keyless.pending_sync(target, name)
     limits = workload.replication
     within = lag.lag_bytes <= limits.max_lag_bytes and (lag.lag_seconds or 0.0) <= limits.max_lag_seconds
     return {
@@ -266,7 +315,8 @@ def replication_status(workload: PostgresWorkload, sides: PgSides, overlap_end_l
         "source_lsn": lag.source_lsn,
         "confirmed_lsn": lag.confirmed_lsn,
         "overlap_replayed": passed,
-        "ready": within and passed,
+        "synchronising": syncing,
+        "ready": within and passed and not syncing,
     }
 
 

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 from bascule.exceptions import StoreAccessError
 from bascule.governance import database_policy, object_policy, policy
+from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.policy import CheckResult, check_target_region
-from bascule.postgres import catalog, replication_checks
+from bascule.postgres import catalog, cleanup, replication_checks, scope_checks
 from bascule.postgres.sides import PgSides
 from bascule.preflight import CheckCollector, PreflightReport
 from bascule.workload import PostgresWorkload
@@ -120,13 +121,17 @@ def preflight_checks(
     checks: list[CheckResult] = []
     with sides.autocommit_source() as source:
         checks.extend(replication_checks.check_source_server(source))
+        checks.append(cleanup.slot_report(source, _evidence_store(workload, evidence_bucket), workload.slot_name()))
         inventory = catalog.read_inventory(source, list(workload.source.schemas), list(workload.source.tables))
         checks.append(
             replication_checks.check_primary_keys(inventory, list(workload.source.tables_without_primary_key), manifest_path)
         )
         checks.append(_check_application_roles(source, list(workload.source.application_roles), manifest_path))
+        scoped = False
         try:
             with sides.autocommit_target() as target:
+                checks.extend(scope_checks.scope_checks(source, target, workload, inventory, manifest_path))
+                scoped = True
                 checks.extend(replication_checks.check_target_server(target, inventory.server_version_num))
                 checks.append(replication_checks.check_extensions(source, target, inventory))
                 checks.extend(
@@ -135,6 +140,8 @@ def preflight_checks(
         except Exception as exc:  # the target database may not exist yet (dry run / created later)
             if not dry_run:
                 raise
+            if not scoped:  # no target to ask which roles exist: the rest is read on the source
+                checks.extend(scope_checks.scope_checks(source, None, workload, inventory, manifest_path))
             checks.append(CheckResult("target_server", True, f"not checked in a dry run: {str(exc).splitlines()[0]}"))
     bucket_check = _check_evidence_bucket(workload, evidence_bucket, manifest_path, dry_run=dry_run)
     checks.append(bucket_check)
@@ -146,6 +153,13 @@ def preflight_checks(
             )
         )  # fmt: skip
     return checks
+
+
+def _evidence_store(workload: PostgresWorkload, bucket: Any) -> EvidenceStore | None:
+    """The workload's evidence (its replication ownership records), or None while the bucket does not exist."""
+    if bucket.region() is None:
+        return None
+    return EvidenceStore(bucket.client, bucket.bucket, workload.id)
 
 
 def _check_application_roles(source: Any, roles: list[str], manifest_path: str) -> CheckResult:

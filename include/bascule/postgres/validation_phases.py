@@ -123,7 +123,10 @@ def validate(
     diff_key = evidence.put_json(base + "table-diff.json", [d.to_dict() for d in diffs])
     differing = [d for d in diffs if d.differences]
 
-    suites = [table_suites.load_table_suite(name) for name in workload.validation.suites]
+    # No suite in the manifest: the built-in gates decide (row counts, keys, foreign keys).
+    suites = [table_suites.load_table_suite(name) for name in workload.validation.suites] or [
+        table_suites.builtin_table_suite({t.qualified: list(t.primary_key) for t in inventory.tables})
+    ]
     foreign_keys = {t.qualified: list(t.foreign_keys) for t in inventory.tables}
     with replica_held(sides, workload.slot_name(), snapshot["slot"], list(snapshot["tables"])) as counts:
         gates = table_gates.run_table_suites(sqlalchemy_url(sides.target_params), suites, counts, foreign_keys)
@@ -143,11 +146,35 @@ def validate(
         "diff_key": diff_key,
         "diff_uri": _evidence_uri(evidence, diff_key),
         "gates_ok": gates.success,
-        "gates_summary": gates.failure_summary() if not gates.success else f"{len(suites)} suite(s) passed",
+        "gates_summary": gates.failure_summary() if not gates.success else _passed_text(workload, gates),
         "gates_key": gates_key,
         "gates_uri": _evidence_uri(evidence, html_key),
         "source_row_counts": {t: list(r) for t, r in counts.items()},
     }
+
+
+def _passed_text(workload: PostgresWorkload, gates: Any) -> str:
+    if gates.nothing_in_scope:
+        return "nothing in scope to check (no table, no foreign key)"
+    which = f"{len(workload.validation.suites)} suite(s)" if workload.validation.suites else "built-in gates"
+    return f"{which} passed on {len(gates.outcomes)} table(s)"
+
+
+def failure_message(result: dict[str, Any]) -> str | None:
+    """What ``validate`` found wrong, as the failing task's exception says it (None: all passed).
+
+    The text itself names each failed check (table, expectation, observed value), so the
+    on-call engineer reads it in the task's error without opening the report.
+    """
+    if not result["diff_ok"]:
+        return (
+            f"table diff found rows that differ: {result['diff_summary']}. Report: {result['diff_uri']}. "
+            "Nothing downstream runs."
+        )
+    if not result["gates_ok"]:
+        listed = "; ".join(line for line in str(result["gates_summary"]).splitlines() if line)
+        return f"Great Expectations gates failed: {listed}. Report: {result['gates_uri']}."
+    return None
 
 
 def shadow_run(

@@ -70,7 +70,7 @@ class ExpectationOutcome:
         if self.unexpected_count is not None:
             total = f" of {self.element_count}" if self.element_count is not None else ""
             parts.append(f"{self.unexpected_count}{total} rows unexpected")
-        elif self.observed is not None:
+        if self.observed is not None and self.observed != self.unexpected_count:
             parts.append(f"observed {abbreviate(self.observed, 200)}")
         if self.unexpected_values:
             parts.append("values " + ", ".join(abbreviate(v) for v in self.unexpected_values[:5]))

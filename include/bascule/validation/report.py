@@ -29,15 +29,18 @@ ul.ids{margin:0;padding-left:1.1em}
 """
 
 
-def render_report_html(title: str, outcomes: Sequence[SuiteOutcome], context: Mapping[str, Any]) -> str:
+def render_report_html(
+    title: str, outcomes: Sequence[SuiteOutcome], context: Mapping[str, Any], *, nothing_in_scope: bool = False
+) -> str:
     """A self-contained HTML page (inline CSS, no script, no remote asset) for an approver.
 
     Shows the overall verdict, the ``context`` (workload, run, prefixes...) and,
     per suite/table, every expectation with its verdict, parameters, observed
     value and the first offending values and keys. All text is escaped.
+    ``nothing_in_scope``: the suites had nothing to check, which passes (and says so).
     """
     e = html.escape
-    ok = all(o.success for o in outcomes) and bool(outcomes)
+    ok = all(o.success for o in outcomes) and (bool(outcomes) or nothing_in_scope)
     failed_suites = sum(1 for o in outcomes if not o.success)
     parts = [
         "<!DOCTYPE html>",
@@ -49,7 +52,9 @@ def render_report_html(title: str, outcomes: Sequence[SuiteOutcome], context: Ma
         f'<span class="muted">{len(outcomes)} suite(s)/table(s), {failed_suites} failed; '
         f"{sum(o.evaluated for o in outcomes)} expectation(s), {sum(o.failed for o in outcomes)} failed</span></p>",
     ]
-    if not outcomes:
+    if not outcomes and nothing_in_scope:
+        parts.append("<p><strong>Nothing in scope to check: no table and no foreign key.</strong></p>")
+    elif not outcomes:
         parts.append("<p><strong>No validation ran: nothing to approve.</strong></p>")
     if context:
         parts.append('<table class="ctx"><tbody>')

@@ -165,10 +165,15 @@ class GateResult:
 
     outcomes: list[SuiteOutcome]
     target: str
+    # The suites named no table and the scope had none to check (no table, no foreign key):
+    # there is nothing to fail, so the gate passes and says so instead of failing in silence.
+    nothing_in_scope: bool = False
 
     @property
     def success(self) -> bool:
-        # Nothing checked proves nothing: an empty gate does not pass.
+        # Otherwise nothing checked proves nothing: an empty gate does not pass.
+        if self.nothing_in_scope:
+            return True
         return bool(self.outcomes) and all(o.success for o in self.outcomes)
 
     @property
@@ -190,13 +195,19 @@ class GateResult:
         return lines
 
     def failure_summary(self) -> str:
-        """One line per failed expectation: suite/table, expectation, unexpected count, first rows."""
+        """One line per failed expectation: suite/table, expectation, observed value, first rows.
+
+        Never empty when the gate failed: a gate with no outcome says that nothing was checked.
+        """
+        if not self.success and not self.outcomes:
+            return f"no table was checked on {self.target}: a gate that checks nothing cannot pass"
         return "\n".join(o.failure_summary() for o in self.failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "success": self.success,
+            "nothing_in_scope": self.nothing_in_scope,
             "tables": len(self.outcomes),
             "failed_tables": [o.label for o in self.failed],
             "outcomes": [o.to_json() for o in self.outcomes],
@@ -204,7 +215,9 @@ class GateResult:
 
     def render_html(self, title: str = "PostgreSQL table gates", context: Mapping[str, Any] | None = None) -> str:
         """The offline HTML page of :func:`bascule.validation.report.render_report_html`, target named without secret."""
-        return render_report_html(title, self.outcomes, {"target": self.target, **dict(context or {})})
+        return render_report_html(
+            title, self.outcomes, {"target": self.target, **dict(context or {})}, nothing_in_scope=self.nothing_in_scope
+        )
 
 
 def run_table_suites(
@@ -276,7 +289,7 @@ def run_table_suites(
                     datasource.get_execution_engine().engine.dispose()
                 except Exception:  # closing is best effort; the verdict stands
                     pass
-    return GateResult(outcomes, shown)
+    return GateResult(outcomes, shown, nothing_in_scope=bool(parsed) and not plans)
 
 
 def _run_table(

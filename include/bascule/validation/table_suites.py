@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,36 @@ class TableSuite:
     description: str = ""
     foreign_keys: str | None = None  # "auto": every FK of the inventory
     path: str | None = None
+
+
+BUILTIN_SUITE = "bascule_builtin"
+
+
+def builtin_table_suite(primary_keys: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """The gates that decide when a manifest lists no suite: every table's row count equals the
+    source's, its primary key is present and unique, and no foreign key has an orphan row.
+
+    ``primary_keys`` maps each table in scope (``schema.table`` as the snapshot names it) to
+    its primary key columns (empty: a keyless table, checked for its row count only). The
+    table diff, which runs first, compares every row besides. A table whose name is not
+    plain ``schema.table`` (a quoted name) is left to the diff, which names tables itself.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for table, key in primary_keys.items():
+        if not QUALIFIED_TABLE.fullmatch(table):
+            continue
+        checks: dict[str, Any] = {"row_count": "source"}
+        if key:
+            checks["not_null"] = list(key)
+            checks["unique"] = [key[0]] if len(key) == 1 else [list(key)]
+        tables[table] = checks
+    return {
+        "kind": SUITE_KIND,
+        "suite": BUILTIN_SUITE,
+        "description": "built-in gates (no suite in the manifest): row counts, primary keys, foreign keys",
+        "foreign_keys": "auto",
+        "tables": tables,
+    }
 
 
 def _spec(expectation: str, kwargs: dict[str, Any], description: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from bascule.postgres import cutover_phases, validation_phases
 from bascule.postgres import phases as pg_phases
 from bascule.postgres.client import LibpqParams
 from bascule.postgres.sides import PgSides, connect_kwargs
+from bascule.synthetic import audit_log
 from bascule.synthetic import registry as synthetic_pg
 from bascule.synthetic.target_check import check_target
 from bascule.synthetic.writer import Writer
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.integration
 APP_ROLE, APP_PASSWORD = "phases_app", "phases-app-password"
 
 
-def _manifest(workload_id: str, database: str, bucket: str, extra_source: str = "") -> str:
+def _manifest(
+    workload_id: str, database: str, bucket: str, extra_source: str = "", suites: str = "[hdh_registry_tables]"
+) -> str:
     return f"""
 id: {workload_id}
 kind: postgres
@@ -45,7 +48,7 @@ source:
 {extra_source}
 target: {{conn_id: unused, database: {database}, region: fr-par}}
 evidence: {{conn_id: unused, bucket: {bucket}, region: fr-par}}
-validation: {{suites: [hdh_registry_tables]}}
+validation: {{suites: {suites}}}
 shadow_run:
   jobs:
     - {{name: stays_by_icd10_chapter, query: stays_by_icd10_chapter.sql}}
@@ -196,7 +199,7 @@ def test_ddl_on_the_source_after_the_snapshot_blocks_the_migration(pg_pair, s3_c
     message = str(error.value)
     assert "registry.patients" in message and "consent_withdrawn" in message
     assert "trigger a new run" in message
-    cutover_phases.release_replication(workload, sides)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")
 
 
 def test_a_table_without_primary_key_stops_the_snapshot_naming_it(pg_pair, s3_client, registry) -> None:
@@ -223,4 +226,166 @@ def test_a_table_without_primary_key_stops_the_snapshot_naming_it(pg_pair, s3_cl
     assert "registry.audit_log" in snapshot["tables"]
     inventory = json.loads(s3_client.get_object(Bucket=bucket, Key=snapshot["inventory_key"])["Body"].read())
     assert any(t["name"] == "audit_log" for t in inventory["tables"])
-    cutover_phases.release_replication(opted, sides)
+    cutover_phases.release_replication(opted, sides, evidence, "cleanup")
+
+
+def test_keyless_table_migrates_under_writes_and_no_suite_means_the_builtin_gates(pg_pair, s3_client, registry) -> None:
+    source, target = pg_pair
+    database, bucket = registry
+    with closing(source.connect(database)) as conn:
+        audit_log.create_audit_log(conn)
+    workload = parse_manifest(
+        "include/workloads/phases.yaml",
+        _manifest("phases_keyless", database, bucket, "  tables_without_primary_key: [registry.audit_log]", "[]"),
+    )
+    assert workload.validation.suites == []
+    sides = _sides(source, target, database)
+    evidence = EvidenceStore(s3_client, bucket, workload.id)
+    run_id, log = "run_keyless", []
+    with audit_log.AuditLogWriter(source.dsn(database)) as writer:
+        snapshot = pg_phases.take_snapshot(workload, sides, evidence, run_id, fresh_run=True)
+        pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", run_id, 1)
+        copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, run_id, 1) for t in snapshot["tables"]]
+        pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "post-data", run_id, 1)
+        # The REPLICA IDENTITY FULL the snapshot set is the expected shape, not drift.
+        started = pg_phases.start_replication(workload, sides, evidence, snapshot)
+        assert started["synchronised_by_subscription"] == ["registry.audit_log"]
+        # A retried start_replication does not empty the table being synchronised.
+        again = pg_phases.start_replication(workload, sides, evidence, snapshot)
+        assert again["synchronised_by_subscription"] == []
+        _wait_ready(workload, sides, pg_phases.overlap_end(copies))
+        pg_phases.finish_catch_up(workload, sides, evidence, snapshot)
+        time.sleep(1)  # writes go on after the catch-up, through the stream only
+        result = validation_phases.validate(workload, sides, evidence, snapshot, run_id, 1, log.append)
+    assert min(writer.counts[k] for k in ("insert", "update", "delete")) > 10, writer.counts
+    assert result["diff_ok"], result["diff_summary"]
+    assert result["gates_ok"], result["gates_summary"]
+    assert result["gates_summary"].startswith("built-in gates passed on 4 table(s)"), result["gates_summary"]
+    assert validation_phases.failure_message(result) is None
+    (audit,) = [d for d in json.loads(_read(s3_client, bucket, result["diff_key"])) if d["table"].endswith("audit_log")]
+    assert audit["method"] == "key_hash" and audit["differences"] == [], audit
+    # Once the source is still, the rows are the same multiset on both sides.
+    validation_phases.wait_until_applied(sides, snapshot["slot"])
+    with closing(source.connect(database)) as src, closing(target.connect(database)) as tgt:
+        assert audit_log.fingerprint(src) == audit_log.fingerprint(tgt)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")
+
+
+def _read(s3_client, bucket: str, key: str) -> bytes:
+    return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _leftovers(source, target, database: str, name: str) -> list[str]:
+    """The workload's replication objects still there (and any table synchronisation slot)."""
+    found = []
+    with closing(source.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("select slot_name from pg_replication_slots where slot_name = %s or slot_name like 'pg\\_%%\\_sync\\_%%'", (name,))
+        found += [f"slot {row[0]}" for row in cur.fetchall()]
+        cur.execute("select pubname from pg_publication where pubname = %s", (name,))
+        found += [f"publication {row[0]}" for row in cur.fetchall()]
+    with closing(target.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("select subname from pg_subscription where subname = %s", (name,))
+        found += [f"subscription {row[0]}" for row in cur.fetchall()]
+    return found
+
+
+def _ledger(evidence: EvidenceStore, name: str) -> list[str]:
+    return [key.rsplit("/", 1)[-1].split("-", 1)[1] for key, _ in sorted(evidence.keys(f"replication/{name}/"))]
+
+
+def test_a_run_failing_after_the_slot_leaves_a_record_and_release_removes_what_it_created(
+    pg_pair, s3_client, registry, monkeypatch
+) -> None:
+    source, target = pg_pair
+    database, bucket = registry
+    workload = parse_manifest(
+        "include/workloads/phases.yaml",
+        _manifest("phases_release", database, bucket, "  tables_without_primary_key: [registry.audit_log]"),
+    )
+    with closing(source.connect(database)) as conn:
+        audit_log.create_audit_log(conn, rows=50)
+    name, sides = workload.slot_name(), _sides(source, target, database)
+    evidence = EvidenceStore(s3_client, bucket, workload.id)
+
+    # 1. The snapshot fails after creating publication and slot (its evidence write fails).
+    real_put = evidence.put_json
+
+    def failing_put(key, document):
+        if "inventory-" in key:
+            raise RuntimeError("evidence bucket unreachable")
+        return real_put(key, document)
+
+    monkeypatch.setattr(evidence, "put_json", failing_put)
+    with pytest.raises(RuntimeError):
+        pg_phases.take_snapshot(workload, sides, evidence, "run_a", fresh_run=True)
+    monkeypatch.setattr(evidence, "put_json", real_put)
+    assert _leftovers(source, target, database, name) == [f"slot {name}", f"publication {name}"]
+    assert _ledger(evidence, name) == ["created-run_a.json"], "the run recorded what it created"
+    released = cutover_phases.release_replication(workload, sides, evidence, "run_a")
+    assert released["dropped"] == {"subscription": False, "slot": True, "publication": True}
+    assert _leftovers(source, target, database, name) == []
+    assert _ledger(evidence, name) == ["created-run_a.json", "released-run_a.json"]
+
+    # 2. start_replication fails after creating the subscription (keyless sync refused).
+    snapshot = pg_phases.take_snapshot(workload, sides, evidence, "run_b", fresh_run=True)
+    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", "run_b", 1)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("refresh publication failed")
+
+    monkeypatch.setattr(pg_phases.keyless, "synchronise", refuse)
+    with pytest.raises(RuntimeError):
+        pg_phases.start_replication(workload, sides, evidence, snapshot)
+    monkeypatch.undo()
+    assert f"subscription {name}" in _leftovers(source, target, database, name)
+    cutover_phases.release_replication(workload, sides, evidence, "run_b")
+    assert _leftovers(source, target, database, name) == []
+
+    # 3. validate fails (a target row differs) after the stream and the keyless sync ran.
+    snapshot = pg_phases.take_snapshot(workload, sides, evidence, "run_c", fresh_run=True)
+    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", "run_c", 1)
+    copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, "run_c", 1) for t in snapshot["tables"]]
+    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "post-data", "run_c", 1)
+    pg_phases.start_replication(workload, sides, evidence, snapshot)
+    _wait_ready(workload, sides, pg_phases.overlap_end(copies))
+    with closing(target.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("update registry.patients set department = '00' where patient_id = 1")
+        conn.commit()
+    result = validation_phases.validate(workload, sides, evidence, snapshot, "run_c", 1, lambda line: None)
+    message = validation_phases.failure_message(result)
+    assert message is not None and "registry.patients" in message, message
+    cutover_phases.release_replication(workload, sides, evidence, "run_c")
+    assert _leftovers(source, target, database, name) == []
+    assert _ledger(evidence, name)[-1] == "released-run_c.json"
+    # Released twice (a retried task): nothing more to do, and nothing more recorded.
+    again = cutover_phases.release_replication(workload, sides, evidence, "run_c")
+    assert again["record"] is None and not any(again["dropped"].values())
+
+
+def test_a_slot_of_the_workloads_name_that_it_did_not_create_is_left_alone(pg_pair, s3_client, registry) -> None:
+    from bascule.postgres import cleanup
+
+    source, target = pg_pair
+    database, bucket = registry
+    workload = parse_manifest("include/workloads/phases.yaml", _manifest("phases_foreign", database, bucket))
+    name, sides = workload.slot_name(), _sides(source, target, database)
+    evidence = EvidenceStore(s3_client, bucket, workload.id)
+    with closing(source.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+        conn.commit()
+    with closing(source.connect(database)) as conn:
+        report = cleanup.slot_report(conn, evidence, name)
+    assert not report.ok
+    assert f"slot '{name}' exists in database '{database}' (inactive, retains " in report.detail, report.detail
+    assert "no ownership record" in report.detail and "docs/runbooks.md#postgres-orphaned-slot" in report.detail
+    with pytest.raises(cleanup.NotOurs) as refused:
+        pg_phases.take_snapshot(workload, sides, evidence, "run_f", fresh_run=True)
+    assert f"slot '{name}' exist(s) (source database '{database}') but no ownership record" in str(refused.value)
+    assert f"select pg_drop_replication_slot('{name}')" in str(refused.value)
+    left = cutover_phases.release_replication(workload, sides, evidence, "run_f")
+    assert left["left_alone"] == ["slot"] and left["dropped"] == {}
+    assert _leftovers(source, target, database, name) == [f"slot {name}"], "a foreign slot is never dropped"
+    assert _ledger(evidence, name) == [], "nothing was claimed"
+    with closing(source.connect(database)) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from pg_publication where pubname = %s", (name,))
+        assert cur.fetchone()[0] == 0, "the refusing snapshot created nothing"

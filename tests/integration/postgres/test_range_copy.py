@@ -193,7 +193,7 @@ def test_split_tables_migrate_under_live_writes(pg_pair, s3_client, registry, tm
     assert plan_record["units"] == units
     keys = [key for key, _ in evidence.keys(pg_phases.run_prefix(run_id) + "copy/")]
     assert any("registry.dispensations-range-002of" in k and k.endswith("-try2.json") for k in keys)
-    cutover_phases.release_replication(workload, sides)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")
 
 
 def _copied_ranges(pg_pair, s3_client, registry, workload_id: str, run_id: str):
@@ -241,7 +241,7 @@ def test_a_retried_range_replaces_only_its_own_rows(pg_pair, s3_client, registry
     # own copies wrote, so a retried range cannot wipe a range that is copying meanwhile.
     with closing(target.connect(database)) as conn:
         assert [_versions(conn, _where(r)) for r in others] == versions_others
-    cutover_phases.release_replication(workload, sides)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")
 
 
 def test_a_range_that_fails_mid_copy_leaves_the_target_range_as_before(pg_pair, s3_client, registry) -> None:
@@ -279,7 +279,7 @@ def test_a_range_that_fails_mid_copy_leaves_the_target_range_as_before(pg_pair, 
     pg_phases.copy_one_table(sides, evidence, snapshot, second, "r2", 3)
     with closing(source.connect(database)) as src, closing(target.connect(database)) as tgt:
         assert _rows(tgt, DISPENSATIONS, _where(second)) == _rows(src, DISPENSATIONS, _where(second))
-    cutover_phases.release_replication(workload, sides)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")
 
 
 def test_a_table_over_the_threshold_without_an_integer_key_is_copied_whole(pg_pair, s3_client, registry) -> None:
@@ -305,4 +305,4 @@ def test_a_table_over_the_threshold_without_an_integer_key_is_copied_whole(pg_pa
     assert _ranges_of(plan["units"], "registry.patients") == [
         {"table": "registry.patients", "bytes": _ranges_of(plan["units"], "registry.patients")[0]["bytes"]}
     ]
-    cutover_phases.release_replication(workload, sides)
+    cutover_phases.release_replication(workload, sides, evidence, "cleanup")

@@ -216,3 +216,60 @@ def test_a_bad_suite_is_refused_before_any_query() -> None:
     # Port 1: nothing listens; the suite error must come first.
     with pytest.raises(SuiteConfigError, match="unknown expectation 'expect_column_values_to_be_purple'"):
         pg_gates.run_table_suites("postgresql://u:p@127.0.0.1:1/x", [suite], {}, {})
+
+
+def _builtin_suite() -> dict:
+    return table_suites.builtin_table_suite(
+        {sp.PATIENTS: ["patient_id"], sp.STAYS: ["patient_id", "stay_no"], sp.DISPENSATIONS: ["dispensation_id"]}
+    )
+
+
+def test_without_a_suite_the_builtin_gates_pass_an_identical_copy(pg_pair, registry) -> None:
+    _, target = pg_pair
+    result = pg_gates.run_table_suites(
+        _url(target, SAME_DB), [_builtin_suite()], registry["counts"], registry["foreign_keys"]
+    )
+    assert result.success, result.failure_summary()
+    expectations = {(o.table, r.expectation) for o in result.outcomes for r in o.results}
+    assert (sp.PATIENTS, "expect_table_row_count_to_equal") in expectations
+    assert (sp.PATIENTS, "expect_column_values_to_be_unique") in expectations
+    assert (sp.STAYS, "expect_compound_columns_to_be_unique") in expectations
+    assert (sp.DISPENSATIONS, pg_gates.FK_EXPECTATION) in expectations
+
+
+def test_a_builtin_gate_failure_names_table_expectation_and_observed_value_in_the_exception_text(
+    pg_pair, registry
+) -> None:
+    from bascule.postgres.validation_phases import failure_message
+
+    _, target = pg_pair
+    gates = pg_gates.run_table_suites(
+        _url(target, FAULTY_DB), [_builtin_suite()], registry["counts"], registry["foreign_keys"]
+    )
+    assert not gates.success
+    result = {
+        "diff_ok": True,
+        "gates_ok": gates.success,
+        "gates_summary": gates.failure_summary(),
+        "gates_uri": "s3://x",
+    }
+    message = failure_message(result)
+    assert message is not None
+    stays = registry["counts"][sp.STAYS]
+    assert (
+        f"{table_suites.BUILTIN_SUITE}/registry.stays: FAILED expect_table_row_count_to_equal(value={stays})"
+        f" [row count equals the source's ({stays})]: observed {stays - 1}"
+    ) in message, message
+    assert f"{table_suites.BUILTIN_SUITE}/registry.dispensations: FAILED {pg_gates.FK_EXPECTATION}(" in message
+    assert "999999" in message, message
+
+
+def test_a_gate_with_nothing_in_scope_passes_and_says_so(pg_pair) -> None:
+    _, target = pg_pair
+    result = pg_gates.run_table_suites(_url(target, SAME_DB), [table_suites.builtin_table_suite({})], {}, {})
+    assert result.success and result.nothing_in_scope and result.outcomes == []
+    assert "Nothing in scope to check" in result.render_html()
+    # A suite that was meant to check something and checked nothing still fails, and says why.
+    empty = pg_gates.GateResult([], "postgresql://postgres:***@127.0.0.1:1/x")
+    assert not empty.success
+    assert "no table was checked" in empty.failure_summary()
