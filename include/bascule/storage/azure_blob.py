@@ -22,7 +22,7 @@ from bascule.exceptions import BasculeError, StoreAccessError
 from bascule.storage.base import TRANSIENT_HTTP_STATUS, ObjectInfo
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobProperties, BlobServiceClient
+    from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,11 @@ class AzureBlobContainer:
     @property
     def account_url(self) -> str:
         return self._service.url
+
+    @property
+    def container_client(self) -> ContainerClient:
+        """The SDK's client of this container, for what the seam does not wrap (its access policy, the freeze)."""
+        return self._client
 
     def describe(self) -> str:
         return f"Azure container '{self.container}' at {self.account_url}"
