@@ -7,6 +7,7 @@ and an unfreeze untouched.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,17 +153,20 @@ def test_a_probe_still_accepted_restores_the_policy_and_stops(container) -> None
     acl_before = _acl(container)
     config = Freeze(method="stored_access_policy", policy_id="writers", probe_timeout_seconds=1.5)
     waits: list[float] = []
+    started = time.monotonic()
     with pytest.raises(PolicyFreezeError) as caught:
         freeze(
             container, "data/", "w1", config=config,
             probe=sas_probe(container, "w1", "legacy-writers"),
-            sleep=lambda s: (waits.append(s), __import__("time").sleep(s)),
+            sleep=lambda s: (waits.append(s), time.sleep(s)),
         )  # fmt: skip
+    waited = time.monotonic() - started
     message = str(caught.value)
     assert "a write with a SAS of policy 'writers'" in message and "was still accepted" in message
     assert "The policy is restored to 'racwl'" in message and "routing is unchanged" in message
     assert "docs/runbooks.md#object-freeze-failed" in message
-    assert waits and sum(waits) >= 1.4, "it waited for the policy change to take effect before giving up"
+    # Wall time, not the sum of sleeps: under load each probe write itself takes part of the timeout.
+    assert waits and waited >= 1.5, "it waited the whole probe timeout for the policy change before giving up"
     assert _acl(container) == acl_before, "the policy is restored"
     assert frozen_by(container) is None
     _writer(container).upload_blob("data/still.csv", b"writable", overwrite=True)
