@@ -124,6 +124,6 @@ def test_the_shipped_demo_manifest_names_its_freeze() -> None:
     path = WORKLOADS_DIR / "snds_extracts.yaml"
     workload = parse_manifest(path, path.read_text(encoding="utf-8"))
     assert isinstance(workload, ObjectStoreWorkload)
-    # The demo's writer does not hold a SAS yet: leases, well under the cap (10,064 blobs).
-    assert workload.cutover.freeze.method == "leases"
-    assert workload.cutover.freeze.max_objects == 50_000
+    # The demo's object writer holds a SAS of the policy 'app-writers' (scripts/demo.py creates it).
+    freeze = workload.cutover.freeze
+    assert (freeze.method, freeze.policy_id, freeze.delta_rounds) == ("stored_access_policy", "app-writers", 3)

@@ -318,6 +318,32 @@ def _late_changes(evidence: EvidenceStore, synced_key: str, parity_key: str) -> 
     return names, count
 
 
+def final_parity(
+    workload: ObjectStoreWorkload,
+    source: AzureBlobContainer,
+    target: S3Bucket,
+    evidence: EvidenceStore,
+    snapshot: dict[str, Any],
+    name: str,
+    context: dict[str, Any],
+) -> tuple[ParityOutcome, str]:
+    """Parity at cutover against a fresh source listing (read ahead, so it lists beside the target's).
+
+    The listing is kept in the evidence as ``<name>/parity-inventory.jsonl.gz``; its key is
+    returned with the outcome. Every record file of the snapshot is used: the shards' and
+    each delta round's, later ones superseding earlier ones.
+    """
+    listed = InventoryWriter(evidence, f"{name}/parity-inventory.jsonl.gz")
+    fresh = listed.recording(read_ahead(source.iter_objects(workload.source.prefix)))
+    records = record_files(evidence, f"snapshots/{snapshot['snapshot_id']}/")
+    try:
+        parity = prove_parity(workload, fresh, target, evidence, name, context, record_keys=records)
+    except BaseException:
+        listed.discard()
+        raise
+    return parity, listed.close().key
+
+
 def settle_delta(
     workload: ObjectStoreWorkload,
     source: AzureBlobContainer,
@@ -348,15 +374,7 @@ def settle_delta(
         name = base if number == 1 else f"{base}/round-{number}"
         synced = sync_delta(workload, source, target, evidence, snapshot, name, attempt, log, since_key=since)
         after_round(number)
-        listed = InventoryWriter(evidence, f"{name}/parity-inventory.jsonl.gz")
-        fresh = listed.recording(read_ahead(source.iter_objects(workload.source.prefix)))
-        records = record_files(evidence, f"snapshots/{snapshot['snapshot_id']}/")
-        try:
-            parity = prove_parity(workload, fresh, target, evidence, name, context, record_keys=records)
-        except BaseException:
-            listed.discard()
-            raise
-        parity_key = listed.close().key
+        parity, parity_key = final_parity(workload, source, target, evidence, snapshot, name, context)
         if parity.success:
             return {
                 **synced,
