@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Names per listing page: Azure's maximum. A module setting, not a manifest field: only a
+# test that must interrupt a listing after a few pages has a reason to make it smaller.
+LIST_PAGE_SIZE = 5000
+
 # Bytes per ranged GET. Bodies are streamed block by block, so this bounds the
 # number of requests (and what a failure re-reads), not memory.
 DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024
@@ -105,10 +109,13 @@ class AzureBlobContainer:
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every blob under ``prefix``, page by page: memory stays flat however many there are.
 
-        5,000 names a page, Azure's maximum: a listing of N blobs costs N/5000 requests.
+        ``LIST_PAGE_SIZE`` names a page (5,000, Azure's maximum): a listing of N blobs costs
+        N/5000 requests.
         """
         try:
-            listing = self._client.list_blobs(name_starts_with=prefix or None, include=["metadata"], results_per_page=5000)
+            listing = self._client.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=LIST_PAGE_SIZE
+            )
             for blob in listing:
                 yield _object_info(blob)
         except ResourceNotFoundError:
