@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bascule.synthetic.writes_log import ACKNOWLEDGED, FAILED, REFUSED, WriterStats, read_log, summarise_log
+from bascule.synthetic.writes_log import ACKNOWLEDGED, FAILED, REFUSED, LogWatching, WriterStats, read_log
 
 WRITES_PREFIX = "app-writes/"
 # What an application's SAS needs: read, add, create, write, list (no delete).
@@ -55,7 +55,7 @@ def writer_sas(account_name: str, account_key: str, container: str, policy_id: s
     return generate_container_sas(account_name, container, account_key=account_key, policy_id=policy_id)
 
 
-class BlobWriter:
+class BlobWriter(LogWatching):
     """Writes a small JSON blob every ``interval`` seconds until stopped; slower once refused.
 
     A thread, not a process: it only waits on HTTP, and the demo and tests read its log
@@ -92,24 +92,6 @@ class BlobWriter:
         self._stop.set()
         self._thread.join(timeout)
         return self.stats()
-
-    def stats(self) -> WriterStats:
-        return summarise_log(self.log_path)
-
-    def acknowledged(self) -> int:
-        return self.stats().acknowledged
-
-    def refused(self) -> int:
-        return self.stats().refused
-
-    def wait_for(self, predicate: Callable[[WriterStats], bool], timeout: float = 30.0) -> WriterStats:
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
-        while datetime.now(UTC) < deadline:
-            stats = self.stats()
-            if predicate(stats):
-                return stats
-            self._stop.wait(0.1)
-        raise TimeoutError(f"blob writer: condition not met within {timeout} s; stats {self.stats().to_json()}")
 
     def _run(self) -> None:
         with open(self.log_path, "a", encoding="utf-8") as log:
