@@ -369,15 +369,20 @@ def settle_delta(
     rounds = workload.cutover.freeze.delta_rounds
     since: str | None = None
     late_by_round: list[dict[str, Any]] = []
+    deltas: list[dict[str, Any]] = []
     for number in range(1, rounds + 1):
         # Round 1 keeps the names earlier runs used; later rounds get a folder each.
         name = base if number == 1 else f"{base}/round-{number}"
         synced = sync_delta(workload, source, target, evidence, snapshot, name, attempt, log, since_key=since)
+        deltas.append(synced["delta"])
         after_round(number)
         parity, parity_key = final_parity(workload, source, target, evidence, snapshot, name, context)
         if parity.success:
+            # "delta" stays what changed since the snapshot (round 1); later rounds' are listed after it.
             return {
                 **synced,
+                "delta": deltas[0],
+                "later_deltas": deltas[1:],
                 "final_inventory_key": parity_key,
                 "rounds": number,
                 "late_changes": late_by_round,
@@ -479,6 +484,7 @@ def cutover(
         "delta": synced["delta"],
         "delta_rounds": synced["rounds"],
         "late_changes": synced["late_changes"],
+        "later_deltas": synced["later_deltas"],
         "final_inventory_key": final_key,
         "parity": parity.to_dict(),
         "smoke": smoke,

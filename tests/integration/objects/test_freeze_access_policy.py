@@ -366,6 +366,9 @@ def test_a_change_after_the_delta_listing_is_synced_by_a_second_round(blob_servi
         {"round": 1, "count": 2, "objects": ["data/0001.csv (modified)", "data/late-new.csv (new)"]}
     ]
     assert record["parity"]["success"] and record["parity"]["problems"] == 0
+    assert record["delta"]["changed"] == ["data/late.csv"], "delta: what changed since the snapshot (round 1)"
+    [round_2] = record["later_deltas"]
+    assert (round_2["new"], round_2["modified"], round_2["copied"]) == (1, 1, 2), round_2
     assert routing.read("policy_cutover")[0].live == "scaleway"
     bucket = f"cut-{container.container_name}"
     for key, body in (
