@@ -329,8 +329,10 @@ class NewImpl(OldImpl):
     - delta: ``bascule.objects.phases.sync_delta(workload, source, target, evidence, snapshot, base,
       attempt, log)`` -> ``{"final_inventory_key", "objects", "delta": {...}}``: listing, merge-join
       and copy in one stream, so there is no separate "copy" phase.
-    - parity: ``bascule.objects.phases.prove_parity`` (from ``bascule.objects.parity``), same call
-      as before; smoke: ``phases.smoke_check(..., final_objects, count)``.
+    - parity: at validate ``bascule.objects.phases.prove_parity`` (from ``bascule.objects.parity``),
+      same call as before; at cutover ``phases.final_parity`` (a fresh source listing read ahead
+      beside the target's, as each delta round of ``phases.settle_delta``); smoke:
+      ``phases.smoke_check(..., final_objects, count)``.
     """
 
     name = "new: stored access policy, merge-join delta, listing-based parity"
@@ -361,6 +363,15 @@ class NewImpl(OldImpl):
         run.final_key, run.final_count = synced["final_inventory_key"], synced["objects"]
         d = synced["delta"]
         return f"{d['new']} new, {d['modified']} modified, {d['deleted_count']} deleted, {d['copied']} copied"
+
+    def parity(self, run: Run, inventory_key: str, name: str) -> tuple[bool, str]:
+        if inventory_key != run.final_key:  # validate: against the snapshot inventory, as before
+            return super().parity(run, inventory_key, name)
+        from bascule.objects.phases import final_parity
+
+        # At cutover, as phases.settle_delta proves each round: a fresh source listing beside the target's.
+        outcome, _ = final_parity(run.workload, run.source, run.target, run.evidence, run.snapshot, name, run.context)
+        return outcome.success, f"{outcome.rows} rows, {len(outcome.problems)} problems (fresh source listing)"
 
     def smoke(self, run: Run) -> str:
         from bascule.objects.inventory import read_inventory

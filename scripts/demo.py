@@ -7,7 +7,10 @@ synthetic health registry database into the source cluster; starts Airflow
 ``migrate_snds_extracts`` and ``migrate_hdh_registry`` as the ``operator`` user
 through the REST API while an application keeps writing to the registry; waits for
 the approval gates, approves as ``approver1`` (a different person), waits for the
-cutovers, and prints what happened and where the evidence is. The stack stays up
+cutovers, and prints what happened and where the evidence is. An application also
+keeps writing objects to the source container through a SAS bound to its stored access
+policy (``app-writers``, created here as the platform's ops would): the object cutover's
+freeze cuts it off, and the demo checks that every write it saw acknowledged is on Scaleway. The stack stays up
 for exploring; ``make down`` stops all of it.
 """
 
@@ -17,10 +20,14 @@ import argparse
 import os
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 import devstack
 import pgclusters
 from airflow_stack import AirflowStack, Api
+
+if TYPE_CHECKING:
+    from bascule.synthetic.blob_writer import BlobWriter
 
 STATE = devstack.DEFAULT_STATE_DIR
 DEMO_WORKLOAD = "snds_extracts"
@@ -31,6 +38,10 @@ PG_WORKLOAD = "hdh_registry"
 PG_DAG = f"migrate_{PG_WORKLOAD}"
 PG_PORTS = (15432, 15433)
 APP_ROLE, APP_PASSWORD = "hdh_app", "demo-app-password"
+DEMO_CONTAINER = "snds-extracts"
+# The stored access policy the object application's SAS is bound to: the manifest's
+# cutover.freeze.policy_id (include/workloads/snds_extracts.yaml).
+WRITERS_POLICY = "app-writers"
 
 
 def stack(pg: tuple[pgclusters.PgCluster, pgclusters.PgCluster]) -> AirflowStack:
@@ -63,6 +74,7 @@ def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
 def seed_dataset() -> tuple[int, int]:
     from azure.storage.blob import BlobServiceClient
 
+    from bascule.synthetic.blob_writer import create_writer_policy
     from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
     from bascule.synthetic.snds import DEMO, upload_to_azure
 
@@ -71,8 +83,40 @@ def seed_dataset() -> tuple[int, int]:
         credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
     )
     objects = generate_migration_demo(DEMO, DocumentsSpec(documents=10_000, large_files=3, large_size=64 * 2**20))
-    summary = upload_to_azure(service.get_container_client("snds-extracts"), objects)
+    container = service.get_container_client(DEMO_CONTAINER)
+    summary = upload_to_azure(container, objects)
+    create_writer_policy(container, WRITERS_POLICY)  # what the platform's ops set up once, for the writers
     return summary.count, summary.bytes
+
+
+def object_writer() -> BlobWriter:
+    """The object application: a SAS of the policy, never the account key, so the freeze can cut it off."""
+    from bascule.synthetic.blob_writer import BlobWriter, writer_sas
+
+    sas = writer_sas(devstack.AZURITE_ACCOUNT, devstack.AZURITE_KEY, DEMO_CONTAINER, WRITERS_POLICY)
+    return BlobWriter(devstack.azurite_url(PORTS.azurite), DEMO_CONTAINER, sas, STATE / "blob-writes.jsonl")
+
+
+def report_object_writes(writer: BlobWriter) -> bool:
+    """Print the object application's acknowledged writes and whether each is on Scaleway; True if all are."""
+    import boto3
+
+    from bascule.synthetic.blob_writer import check_blob_target
+
+    stats = writer.stats()
+    s3 = boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{PORTS.moto}", region_name=devstack.TARGET_REGION,
+        aws_access_key_id="demo", aws_secret_access_key="demo",
+    )  # fmt: skip
+    missing = check_blob_target(s3, DEMO_BUCKET, writer.log_path)
+    print(
+        f"{DEMO_WORKLOAD}: the application wrote through a SAS of stored access policy '{WRITERS_POLICY}': "
+        f"{stats.acknowledged:,} writes acknowledged before the freeze (last at {stats.last_acknowledged_at}), "
+        f"{stats.refused:,} refused after it (first at {stats.first_refused_at}). Acknowledged writes on Scaleway "
+        f"(bucket {DEMO_BUCKET}): "
+        + ("all of them." if not missing else f"{len(missing)} NOT there: {missing[:10]}")
+    )
+    return not missing
 
 
 def trigger(operator: Api, dag_id: str) -> str:
@@ -126,12 +170,17 @@ def up() -> int:
     )
     writer.start()
     print(f"An application is writing to '{PG_WORKLOAD}' as '{APP_ROLE}' throughout the migration.")
+    blobs = object_writer().start()
+    print(f"An application is writing objects to '{DEMO_CONTAINER}' through a SAS of policy '{WRITERS_POLICY}'.")
     runs = {DEMO_DAG: trigger(operator, DEMO_DAG), PG_DAG: trigger(operator, PG_DAG)}
     try:
-        states = {PG_DAG: approve_and_finish(airflow, operator, PG_DAG, runs[PG_DAG])}
+        try:
+            states = {PG_DAG: approve_and_finish(airflow, operator, PG_DAG, runs[PG_DAG])}
+        finally:
+            writer.stop()
+        states[DEMO_DAG] = approve_and_finish(airflow, operator, DEMO_DAG, runs[DEMO_DAG])
     finally:
-        writer.stop()
-    states[DEMO_DAG] = approve_and_finish(airflow, operator, DEMO_DAG, runs[DEMO_DAG])
+        blobs.stop()  # after the object cutover: its last writes were refused by the freeze
 
     for dag_id, run_id in runs.items():
         print()
@@ -143,10 +192,14 @@ def up() -> int:
         snapshot = operator.xcom(DEMO_DAG, runs[DEMO_DAG], "snapshot")
         print(
             f"\n{DEMO_WORKLOAD}: live on Scaleway: {cutover['routing']}. Source writes blocked for "
-            f"{cutover['freeze_to_switch_seconds']:.0f} s (freezing {cutover['freeze_seconds']:.0f} s, "
-            f"then {cutover['frozen_to_switch_seconds']:.0f} s of delta sync, parity and switch)"
+            f"{cutover['freeze_to_switch_seconds']:.0f} s (freezing by {cutover['freeze_method']} "
+            f"{cutover['freeze_seconds']:.1f} s, of which {cutover['probe_wait_seconds']:.1f} s waiting for the probe "
+            f"write to be refused; then {cutover['frozen_to_switch_seconds']:.0f} s of delta sync, parity and switch "
+            f"in {cutover.get('delta_rounds', 1)} delta round(s))"
         )
         print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
+        if not report_object_writes(blobs):
+            states[DEMO_DAG] = "failed"
     if states[PG_DAG] == "success":
         cutover = operator.xcom(PG_DAG, runs[PG_DAG], "cutover")
         from contextlib import closing

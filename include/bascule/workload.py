@@ -241,6 +241,10 @@ class Freeze(_Strict):
     probe_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     # Leasing costs one request per blob while writers wait: refused above this.
     max_objects: int = Field(default=50_000, ge=1, le=1_000_000)
+    # Delta sync rounds at cutover: a change that lands after a round's listing (a writer the
+    # freeze does not stop) is caught by the final parity and synced by another round, up to
+    # this many; then the cutover fails, unfreezes and names what kept changing.
+    delta_rounds: int = Field(default=3, ge=1, le=9)
 
     @model_validator(mode="after")
     def _policy_named(self) -> Freeze:

@@ -283,13 +283,13 @@ class CutoverOperator(_SnapshotPhase):
         mirror_routing_variable(workload.id, "scaleway", record["routing"])
         self.log.info(
             "cutover done: routing -> %s; writes blocked for %.1f s (freezing by %s %.1f s, of which %.1f s waiting "
-            "for the probe write to be refused, then %.1f s to the switch)",
+            "for the probe write to be refused, then %.1f s to the switch, %d delta round(s))",
             record["routing"], record["freeze_to_switch_seconds"], record["freeze_method"], record["freeze_seconds"],
-            record["probe_wait_seconds"], record["frozen_to_switch_seconds"],
+            record["probe_wait_seconds"], record["frozen_to_switch_seconds"], record["delta_rounds"],
         )  # fmt: skip
         keep = (
             "snapshot_id", "switched_at", "freeze_seconds", "frozen_to_switch_seconds", "freeze_to_switch_seconds",
-            "probe_wait_seconds", "freeze_method",
+            "probe_wait_seconds", "freeze_method", "delta_rounds",
         )  # fmt: skip
         result = {k: record[k] for k in (*keep, "routing", "smoke")}
         append(

@@ -19,6 +19,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 import devstack
 from airflow_stack import AirflowStack, Api
+from bascule.synthetic.blob_writer import BlobWriter, check_blob_target, create_writer_policy, writer_sas
 from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
 from bascule.synthetic.snds import SMALL, upload_to_azure
 
@@ -61,6 +62,9 @@ def _manifest(workload: str) -> dict:
         data["approvals"] = {"approvers": ["operator", "approver1", "approver2"], "required": 2}
     if workload == "e2e_bound":
         data["approvals"]["required"] = 2
+    if workload == "e2e_drift":
+        # The other freeze method, through Airflow too: one lease per blob (a few dozen here).
+        data["cutover"]["freeze"] = {"method": "leases", "max_objects": 50_000}
     return data
 
 
@@ -80,9 +84,10 @@ def airflow(standins: devstack.Ports, session_dir: Path, azure: BlobServiceClien
     workloads.mkdir(exist_ok=True)
     for workload in WORKLOADS:
         (workloads / f"{workload}.yaml").write_text(yaml.safe_dump(_manifest(workload), sort_keys=False))
-        upload_to_azure(
-            azure.get_container_client(_container_name(workload)), generate_migration_demo(SMALL, DOCUMENTS)
-        )
+        container = azure.get_container_client(_container_name(workload))
+        upload_to_azure(container, generate_migration_demo(SMALL, DOCUMENTS))
+        # The stored access policy the manifest's freeze narrows, as the platform's ops create it.
+        create_writer_policy(container, TEMPLATE["cutover"]["freeze"]["policy_id"])
     stack = AirflowStack(
         home=session_dir / "e2e-airflow",
         port=devstack.free_port(),
@@ -174,11 +179,25 @@ def _assert_target_matches_source(azure: BlobServiceClient, s3, workload: str) -
         assert t_meta["md5chksum"] == base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
-def test_full_migration_then_idempotent_rerun_then_rollback(azure, s3, operator, approver, airflow) -> None:
+def test_full_migration_then_idempotent_rerun_then_rollback(
+    azure, s3, operator, approver, airflow, tmp_path: Path
+) -> None:
     dag_id = "migrate_e2e_full"
     run_id = _trigger_and_reach_gate(operator, "e2e_full")
-    approver.respond(dag_id, run_id, "approve_cutover", "Approve", "evidence reviewed")
-    assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.task_states(dag_id, run_id)
+    # An application writing through a SAS of the policy from here on: its writes are all in the
+    # delta (the snapshot is taken), and the cutover's policy freeze must cut it off.
+    policy = TEMPLATE["cutover"]["freeze"]["policy_id"]
+    sas = writer_sas(devstack.AZURITE_ACCOUNT, devstack.AZURITE_KEY, _container_name("e2e_full"), policy)
+    with BlobWriter(azure.url, _container_name("e2e_full"), sas, tmp_path / "blob-writes.jsonl", interval=0.2) as app:
+        app.wait_for(lambda stats: stats.acknowledged >= 3)
+        approver.respond(dag_id, run_id, "approve_cutover", "Approve", "evidence reviewed")
+        assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.task_states(dag_id, run_id)
+        writes = app.wait_for(lambda stats: stats.refused >= 1)
+    assert writes.last_acknowledged_at < writes.first_refused_at, "nothing is acknowledged after the freeze"
+    assert check_blob_target(s3, _bucket_name("e2e_full"), app.log_path) == [], "an acknowledged write was lost"
+    (record,) = _evidence(s3, "e2e_full", "cutover.json")
+    assert record["freeze_method"] == "stored_access_policy" and record["freeze"]["policy_id"] == policy
+    assert record["delta"]["new"] >= writes.acknowledged, record["delta"]
 
     _assert_target_matches_source(azure, s3, "e2e_full")
     transferred = [operator.xcom(dag_id, run_id, "transfer", i) for i in range(2)]
@@ -197,7 +216,8 @@ def test_full_migration_then_idempotent_rerun_then_rollback(azure, s3, operator,
     assert operator.wait_for(dag_id, rerun, timeout=600) == "success", operator.task_states(dag_id, rerun)
     again = [operator.xcom(dag_id, rerun, "transfer", i) for i in range(2)]
     assert sum(t["copied"] for t in again) == 0
-    assert sum(t["skipped"] for t in again) == sum(t["copied"] for t in transferred)
+    # Everything is skipped: the first transfer's objects and the application's, which its cutover's delta copied.
+    assert sum(t["skipped"] for t in again) == sum(t["copied"] for t in transferred) + record["delta"]["new"]
     _assert_target_matches_source(azure, s3, "e2e_full")
 
     # Rollback on demand: routing back to Azure, source writable again; twice is harmless.
@@ -275,7 +295,9 @@ def test_drift_after_snapshot_is_synced_at_cutover(azure, s3, operator, approver
     approver.respond(dag_id, run_id, "approve_cutover", "Approve", "drift drill")
     assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.task_states(dag_id, run_id)
     _assert_target_matches_source(azure, s3, "e2e_drift")
-    delta = _evidence(s3, "e2e_drift", "cutover.json")[0]["delta"]
+    (record,) = _evidence(s3, "e2e_drift", "cutover.json")
+    assert record["freeze_method"] == "leases" and record["freeze"]["leased"] > 0
+    delta = record["delta"]
     assert sorted(delta["changed"]) == ["documents/added after snapshot.txt", "patients/patients.csv"]
     assert delta["deleted"] == [deleted]
 

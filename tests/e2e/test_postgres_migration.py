@@ -51,6 +51,9 @@ def _manifest(workload: str) -> dict:
     data["target"]["database"] = workload
     data["evidence"]["bucket"] = _bucket(workload)
     data["replication"]["max_lag_seconds"] = 5
+    # registry.dispensations is about 1.3 MiB at PATIENTS rows: over 1 MiB it is copied in
+    # primary-key ranges, one mapped copy_table task each, through the real scheduler.
+    data.setdefault("transfer", {})["split_table_above_mib"] = 1
     # Quorum and four-eyes are proven on object workloads; here one approval is enough.
     data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 1, "timeout_minutes": 60}
     if workload == "pg_e2e_timeout":
@@ -230,6 +233,13 @@ def test_live_migration_with_a_writer_then_rollback(
         assert operator.wait_for(dag_id, run_id, timeout=600) == "success", operator.failure_report(dag_id, run_id)
     finally:
         writer.stop()
+
+    # plan_copy split the table over the threshold: several mapped copy_table tasks, each a key range.
+    units = operator.xcom(dag_id, run_id, "plan_copy")
+    ranges = [u for u in units if u["table"] == "registry.dispensations"]
+    assert len(ranges) > 1 and all(u.get("range") for u in ranges), units
+    copy_tasks = [t for t in operator.task_states(dag_id, run_id) if t.startswith("copy_table[")]
+    assert len(copy_tasks) == len(units) > len({u["table"] for u in units}), copy_tasks
 
     # Every write the application saw acknowledged is on the target; the freeze refused the rest.
     assert writer.acknowledged() > 50, "the writer must have written throughout the migration"

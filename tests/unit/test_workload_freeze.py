@@ -55,7 +55,7 @@ def test_without_the_field_existing_manifests_keep_leases_with_the_cap(tmp_path:
     workload = parse_manifest(tmp_path / "m.yaml", OBJECT_STORE)
     assert isinstance(workload, ObjectStoreWorkload)
     assert workload.cutover.freeze == Freeze(
-        method="leases", policy_id=None, probe_timeout_seconds=60.0, max_objects=50_000
+        method="leases", policy_id=None, probe_timeout_seconds=60.0, max_objects=50_000, delta_rounds=3
     )
 
 
@@ -99,6 +99,8 @@ def test_a_policy_id_with_leases_is_refused_not_ignored(tmp_path: Path) -> None:
         ("{probe_timeout_seconds: 0}", "cutover.freeze.probe_timeout_seconds", "greater than 0"),
         ("{probe_timeout_seconds: 601}", "cutover.freeze.probe_timeout_seconds", "less than or equal to 600"),
         ("{max_objects: 0}", "cutover.freeze.max_objects", "greater than or equal to 1"),
+        ("{delta_rounds: 0}", "cutover.freeze.delta_rounds", "greater than or equal to 1"),
+        ("{delta_rounds: 10}", "cutover.freeze.delta_rounds", "less than or equal to 9"),
         ("{leases: true}", "cutover.freeze.leases", "unknown field"),
     ],
 )
@@ -122,6 +124,6 @@ def test_the_shipped_demo_manifest_names_its_freeze() -> None:
     path = WORKLOADS_DIR / "snds_extracts.yaml"
     workload = parse_manifest(path, path.read_text(encoding="utf-8"))
     assert isinstance(workload, ObjectStoreWorkload)
-    # The demo's writer does not hold a SAS yet: leases, well under the cap (10,064 blobs).
-    assert workload.cutover.freeze.method == "leases"
-    assert workload.cutover.freeze.max_objects == 50_000
+    # The demo's object writer holds a SAS of the policy 'app-writers' (scripts/demo.py creates it).
+    freeze = workload.cutover.freeze
+    assert (freeze.method, freeze.policy_id, freeze.delta_rounds) == ("stored_access_policy", "app-writers", 3)

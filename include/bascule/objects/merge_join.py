@@ -21,7 +21,9 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -102,6 +104,57 @@ def merge_join(
         else:
             yield a[1], a[2], b[2]
             a, b = next(lefts, None), next(rights, None)
+
+
+class _End:
+    """The end of a read-ahead stream, with the error that ended it, if any."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+def read_ahead(items: Iterable[T], depth: int = 5000) -> Iterator[T]:
+    """``items`` fetched by a thread at most ``depth`` ahead of the consumer, in the same order.
+
+    A merge-join pulls from two listings in one thread, so each waits for the other's
+    pages; reading one side ahead lets both list at once (the cutover's parity lists the
+    source and the target while the source stays frozen). Memory holds ``depth`` items
+    (one Azure page); an error in the listing is raised where the consumer reads.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_End())
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_End(exc))
+
+    thread = threading.Thread(target=fill, name="bascule-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        stop.set()  # a consumer that stops early must not leave the thread blocked on a full buffer
+        thread.join(timeout=30)
 
 
 def _sorted_if_listed(items: Iterable[T], key: Callable[[T], str], order: Callable[[str], Any]) -> Iterable[T]:

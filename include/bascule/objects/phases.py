@@ -22,6 +22,7 @@ from bascule.governance.routing import Location, RoutingRegistry
 from bascule.objects.compare import expected_md5, iter_delta
 from bascule.objects.freeze import describe_freeze, freeze, unfreeze
 from bascule.objects.inventory import InventoryWriter, read_inventory, shard, write_inventory
+from bascule.objects.merge_join import read_ahead
 
 # Parity lives in its own module; these names stay importable from here (operators, benchmark).
 from bascule.objects.parity import (
@@ -32,7 +33,7 @@ from bascule.objects.parity import (
     readback_md5,
     target_inventory,
 )
-from bascule.objects.transfer_records import RecordSpool, records_name
+from bascule.objects.transfer_records import RecordSpool, record_files, records_name
 from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.base import ObjectInfo
 from bascule.storage.s3 import S3Bucket
@@ -231,8 +232,12 @@ def sync_delta(
     base: str,
     attempt: int,
     log: Callable[[str], None],
+    since_key: str | None = None,
 ) -> dict[str, Any]:
     """After the freeze: one listing of the source, merge-joined with the snapshot inventory, copies what changed.
+
+    ``since_key``: the inventory to compare with (default the snapshot's); a later delta
+    round gives the previous round's listing, so it copies only what changed since.
 
     The listing (5,000 names a page, Azure's default) is written to the evidence as the
     final inventory while it streams, and new or modified objects flow straight to
@@ -249,7 +254,7 @@ def sync_delta(
 
     def to_copy() -> Iterator[ObjectInfo]:
         listing = final.recording(source.iter_objects(workload.source.prefix))
-        for change in iter_delta(read_inventory(evidence, snapshot["inventory_key"]), listing):
+        for change in iter_delta(read_inventory(evidence, since_key or snapshot["inventory_key"]), listing):
             if change.kind == "deleted":
                 deleted.append(change.info.key)
                 continue
@@ -276,8 +281,9 @@ def sync_delta(
         raise
     summary = final.close()
     records_key = spool.publish(evidence, records_name(f"{base}/delta", attempt))
+    since = "the previous round's listing" if since_key else f"snapshot {snapshot['snapshot_id']}"
     log(
-        f"delta since snapshot {snapshot['snapshot_id']} over {summary.count:,} listed object(s): "
+        f"delta since {since} over {summary.count:,} listed object(s): "
         f"{counts['new']} new, {counts['modified']} modified, {len(deleted)} deleted"
     )
     if report.failed:
@@ -299,6 +305,106 @@ def sync_delta(
             "copied": report.copied,
         },
     }
+
+
+def _late_changes(evidence: EvidenceStore, synced_key: str, parity_key: str) -> tuple[list[str], int]:
+    """Objects that changed between a round's delta listing and its parity listing: (first names, count)."""
+    names: list[str] = []
+    count = 0
+    for change in iter_delta(read_inventory(evidence, synced_key), read_inventory(evidence, parity_key)):
+        count += 1
+        if len(names) < MAX_PROBLEMS_LISTED:
+            names.append(f"{change.info.key} ({change.kind})")
+    return names, count
+
+
+def final_parity(
+    workload: ObjectStoreWorkload,
+    source: AzureBlobContainer,
+    target: S3Bucket,
+    evidence: EvidenceStore,
+    snapshot: dict[str, Any],
+    name: str,
+    context: dict[str, Any],
+) -> tuple[ParityOutcome, str]:
+    """Parity at cutover against a fresh source listing (read ahead, so it lists beside the target's).
+
+    The listing is kept in the evidence as ``<name>/parity-inventory.jsonl.gz``; its key is
+    returned with the outcome. Every record file of the snapshot is used: the shards' and
+    each delta round's, later ones superseding earlier ones.
+    """
+    listed = InventoryWriter(evidence, f"{name}/parity-inventory.jsonl.gz")
+    fresh = listed.recording(read_ahead(source.iter_objects(workload.source.prefix)))
+    records = record_files(evidence, f"snapshots/{snapshot['snapshot_id']}/")
+    try:
+        parity = prove_parity(workload, fresh, target, evidence, name, context, record_keys=records)
+    except BaseException:
+        listed.discard()
+        raise
+    return parity, listed.close().key
+
+
+def settle_delta(
+    workload: ObjectStoreWorkload,
+    source: AzureBlobContainer,
+    target: S3Bucket,
+    evidence: EvidenceStore,
+    snapshot: dict[str, Any],
+    base: str,
+    attempt: int,
+    context: dict[str, Any],
+    log: Callable[[str], None],
+    *,
+    after_round: Callable[[int], None] = lambda _: None,
+) -> tuple[dict[str, Any], ParityOutcome]:
+    """Delta rounds until the final parity holds, at most ``cutover.freeze.delta_rounds`` of them.
+
+    Each round syncs what changed since the previous round's listing (the first: since the
+    snapshot), then proves parity against a *fresh* source listing, read ahead so that it
+    lists beside the target: a change that landed after the round's listing (a writer the
+    freeze does not stop) fails that parity and is the next round's delta. A parity that
+    fails with nothing changed is a data problem, not a race: it stops at once.
+    Runbook: docs/runbooks.md#object-delta-not-settled.
+    """
+    rounds = workload.cutover.freeze.delta_rounds
+    since: str | None = None
+    late_by_round: list[dict[str, Any]] = []
+    deltas: list[dict[str, Any]] = []
+    for number in range(1, rounds + 1):
+        # Round 1 keeps the names earlier runs used; later rounds get a folder each.
+        name = base if number == 1 else f"{base}/round-{number}"
+        synced = sync_delta(workload, source, target, evidence, snapshot, name, attempt, log, since_key=since)
+        deltas.append(synced["delta"])
+        after_round(number)
+        parity, parity_key = final_parity(workload, source, target, evidence, snapshot, name, context)
+        if parity.success:
+            # "delta" stays what changed since the snapshot (round 1); later rounds' are listed after it.
+            return {
+                **synced,
+                "delta": deltas[0],
+                "later_deltas": deltas[1:],
+                "final_inventory_key": parity_key,
+                "rounds": number,
+                "late_changes": late_by_round,
+            }, parity
+        late, count = _late_changes(evidence, synced["final_inventory_key"], parity_key)
+        report = evidence.uri(parity.report_key[len(evidence.prefix) :])
+        if not count:
+            problems = describe_problems(parity.problems, total=parity.problem_count)
+            raise PhaseFailed(
+                f"parity after the final delta sync failed; routing NOT switched: {problems}. Report: {report}"
+            )
+        late_by_round.append({"round": number, "count": count, "objects": late[:20]})
+        log(f"delta round {number} of {rounds}: {count} object(s) changed after its listing: {late[:10]}")
+        since = synced["final_inventory_key"]
+    raise PhaseFailed(
+        f"the source kept changing after {rounds} delta round(s) (cutover.freeze.delta_rounds): {count} object(s) "
+        f"of container '{workload.source.container}' changed after the last round's listing: {late[:20]}. A writer "
+        f"the freeze (method {workload.cutover.freeze.method}) does not stop is still writing: an account key, an "
+        "Entra ID role assignment or a SAS of another policy. The source is unfrozen and routing is unchanged "
+        f"(still Azure). Stop that writer, then clear the cutover task. Parity report: {report} "
+        "(docs/runbooks.md#object-delta-not-settled)"
+    )
 
 
 def _unfreeze_after_failure(workload: ObjectStoreWorkload, container_client: Any, log: Callable[[str], None]) -> None:
@@ -325,8 +431,13 @@ def cutover(
     context: dict[str, Any],
     log: Callable[[str], None],
     before_switch: Callable[[], None] = lambda: None,
+    after_round: Callable[[int], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """``before_switch`` runs right before routing switches (the policy's last word); raising stops it."""
+    """``before_switch`` runs right before routing switches (the policy's last word); raising stops it.
+
+    ``after_round(n)`` runs after delta round ``n`` copied, before its parity lists the source:
+    a seam for tests of a change that lands there.
+    """
     sid = snapshot["snapshot_id"]
     base = f"snapshots/{sid}/cutover-try{attempt}"
     started = time.monotonic()
@@ -340,16 +451,10 @@ def cutover(
     log(f"source frozen at {frozen_at}: {describe_freeze(frozen, workload.source.prefix)}")
 
     try:
-        synced = sync_delta(workload, source, target, evidence, snapshot, base, attempt, log)
+        synced, parity = settle_delta(
+            workload, source, target, evidence, snapshot, base, attempt, context, log, after_round=after_round
+        )
         final_key = synced["final_inventory_key"]
-
-        parity = prove_parity(workload, read_inventory(evidence, final_key), target, evidence, base, context)
-        if not parity.success:
-            problems = describe_problems(parity.problems, total=parity.problem_count)
-            raise PhaseFailed(
-                f"parity after the final delta sync failed; routing NOT switched: {problems}. "
-                f"Report: {evidence.uri(parity.report_key[len(evidence.prefix) :])}"
-            )
 
         azure, scaleway = locations(workload, source, target)
         routing.ensure(workload.id, azure, scaleway, run_id)
@@ -377,6 +482,9 @@ def cutover(
         "freeze_method": frozen.method,
         "freeze": frozen.to_dict(),
         "delta": synced["delta"],
+        "delta_rounds": synced["rounds"],
+        "late_changes": synced["late_changes"],
+        "later_deltas": synced["later_deltas"],
         "final_inventory_key": final_key,
         "parity": parity.to_dict(),
         "smoke": smoke,
@@ -430,6 +538,7 @@ def run_content_suites(
     from bascule.validation import object_gates
     from bascule.validation.report import render_report_html
     from bascule.validation.suites import EXPECTATIONS_DIR
+
     src, tgt = dataset_readers(workload, source, target, evidence, snapshot)
     keys = list(src.keys())
     outcomes = []

@@ -81,7 +81,7 @@ def preflight_object_store(
                 )
             )
             if first:
-                checks.add(check_freeze(workload, manifest_path, source, container_client or source._client))
+                checks.add(check_freeze(workload, manifest_path, source, container_client or source.container_client))
     except StoreAccessError as exc:
         checks.access_failed("source_reachable", exc)
 

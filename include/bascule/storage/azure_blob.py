@@ -22,9 +22,13 @@ from bascule.exceptions import BasculeError, StoreAccessError
 from bascule.storage.base import TRANSIENT_HTTP_STATUS, ObjectInfo
 
 if TYPE_CHECKING:
-    from azure.storage.blob import BlobProperties, BlobServiceClient
+    from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
 
 log = logging.getLogger(__name__)
+
+# Names per listing page: Azure's maximum. A module setting, not a manifest field: only a
+# test that must interrupt a listing after a few pages has a reason to make it smaller.
+LIST_PAGE_SIZE = 5000
 
 # Bytes per ranged GET. Bodies are streamed block by block, so this bounds the
 # number of requests (and what a failure re-reads), not memory.
@@ -66,6 +70,11 @@ class AzureBlobContainer:
     def account_url(self) -> str:
         return self._service.url
 
+    @property
+    def container_client(self) -> ContainerClient:
+        """The SDK's client of this container, for what the seam does not wrap (its access policy, the freeze)."""
+        return self._client
+
     def describe(self) -> str:
         return f"Azure container '{self.container}' at {self.account_url}"
 
@@ -100,10 +109,13 @@ class AzureBlobContainer:
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every blob under ``prefix``, page by page: memory stays flat however many there are.
 
-        5,000 names a page, Azure's maximum: a listing of N blobs costs N/5000 requests.
+        ``LIST_PAGE_SIZE`` names a page (5,000, Azure's maximum): a listing of N blobs costs
+        N/5000 requests.
         """
         try:
-            listing = self._client.list_blobs(name_starts_with=prefix or None, include=["metadata"], results_per_page=5000)
+            listing = self._client.list_blobs(
+                name_starts_with=prefix or None, include=["metadata"], results_per_page=LIST_PAGE_SIZE
+            )
             for blob in listing:
                 yield _object_info(blob)
         except ResourceNotFoundError:

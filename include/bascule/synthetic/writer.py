@@ -44,6 +44,7 @@ from bascule.synthetic.writes_log import (
     IN_DOUBT,
     NOOP,
     REFUSED,
+    LogWatching,
     WriterStats,
     last_seq,
     row_values,
@@ -303,7 +304,7 @@ def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
         time.sleep(min(left, 0.05))
 
 
-class Writer:
+class Writer(LogWatching):
     """The application, writing in a child process (``python -m bascule.synthetic.cli write``).
 
     ``dsn`` is the application role's libpq DSN; it reaches the child through the
@@ -382,29 +383,9 @@ class Writer:
                 process.wait(5)
         return self.stats()
 
-    def stats(self) -> WriterStats:
-        return summarise_log(self.log_path)
-
-    def acknowledged(self) -> int:
-        """Writes acknowledged so far (COMMIT returned)."""
-        return self.stats().acknowledged
-
-    def refused(self) -> int:
-        """Writes the server refused so far (the freeze's read-only role)."""
-        return self.stats().refused
-
-    def wait_for(self, predicate: Callable[[WriterStats], bool], timeout: float = 30.0) -> WriterStats:
-        """Poll the log until ``predicate(stats)`` holds; raise TimeoutError (with the stats) if not."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.stats()
-            if predicate(stats):
-                return stats
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"writer exited with code {self._process.returncode}: {self._stderr_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"writer: condition not met within {timeout}s; stats {stats.counts}")
-            time.sleep(0.1)
+    def _check_running(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(f"writer exited with code {self._process.returncode}: {self._stderr_tail()}")
 
     def _stderr_tail(self) -> str:
         try:

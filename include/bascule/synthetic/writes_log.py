@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -56,6 +57,42 @@ class WriterStats:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class LogWatching:
+    """What the owner of a running writer asks of its log: counts so far, and waiting for a condition.
+
+    Shared by the registry's writer and the object writer; each sets ``log_path`` and may
+    override ``_check_running`` to fail fast when the writer died.
+    """
+
+    log_path: Path
+
+    def stats(self) -> WriterStats:
+        return summarise_log(self.log_path)
+
+    def acknowledged(self) -> int:
+        """Writes acknowledged so far (COMMIT returned, or the service answered the PUT)."""
+        return self.stats().acknowledged
+
+    def refused(self) -> int:
+        """Writes refused so far (the cutover's freeze)."""
+        return self.stats().refused
+
+    def _check_running(self) -> None:
+        """Raise if the writer can no longer write; by default there is nothing to check."""
+
+    def wait_for(self, predicate: Callable[[WriterStats], bool], timeout: float = 30.0) -> WriterStats:
+        """Poll the log until ``predicate(stats)`` holds; raise TimeoutError (with the stats) if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if predicate(stats):
+                return stats
+            self._check_running()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{type(self).__name__}: condition not met within {timeout}s; stats {stats.counts}")
+            time.sleep(0.1)
 
 
 def read_log(log: str | Path | Iterable[LogRecord]) -> list[LogRecord]:

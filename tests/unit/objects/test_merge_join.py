@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bascule.objects.compare import compare, iter_delta
-from bascule.objects.merge_join import ListingOrderError, azure_order, merge_join, s3_order, sorted_records
+from bascule.objects.merge_join import ListingOrderError, azure_order, merge_join, read_ahead, s3_order, sorted_records
 from bascule.objects.transfer_records import TransferRecord
 from bascule.storage.base import ObjectInfo
 
@@ -124,3 +124,33 @@ def test_parity_refuses_a_target_listing_out_of_order() -> None:
                 readback_md5=Readback(""),
             )  # fmt: skip
         )
+
+
+def test_read_ahead_keeps_order_raises_the_listing_error_and_stops_when_closed() -> None:
+    import threading
+
+    assert list(read_ahead(iter(range(10_000)), depth=7)) == list(range(10_000))
+
+    def failing():
+        yield "a"
+        raise ConnectionError("listing page 2 failed")
+
+    ahead = read_ahead(failing())
+    assert next(ahead) == "a"
+    with pytest.raises(ConnectionError, match="page 2"):
+        next(ahead)
+
+    pulled: list[int] = []
+
+    def endless():
+        n = 0
+        while True:
+            pulled.append(n)
+            yield n
+            n += 1
+
+    early = read_ahead(endless(), depth=5)
+    assert [next(early) for _ in range(3)] == [0, 1, 2]
+    early.close()  # a consumer that stops (a parity that raised) must not leave the thread running
+    assert not any(t.name == "bascule-read-ahead" and t.is_alive() for t in threading.enumerate())
+    assert len(pulled) <= 3 + 5 + 2, "the thread reads at most depth items ahead"
