@@ -320,7 +320,14 @@ def _run_table(
         )
         unchecked = [missing, *extra]
         return SuiteOutcome(suite_name, False, len(unchecked), len(unchecked), unchecked, table=table, id_name="row")
-    asset = datasource.add_table_asset(asset_name(suite_name, table), table_name=name)
+    # GX pastes the table name into its SQL (the test query, {batch} of the orphan queries)
+    # without quoting it, which folds "Encounter" to encounter: hand it the quoted SQL text,
+    # marked never to be quoted again.
+    import sqlalchemy as sa
+
+    asset = datasource.add_table_asset(
+        asset_name(suite_name, table), table_name=sa.sql.quoted_name(_quote(name), quote=False)
+    )
     batch = _TableBatch(
         asset.add_batch_definition_whole_table("whole").get_batch(), suite_name, table, key_columns, secrets
     )

@@ -42,7 +42,7 @@ owner: data-platform
 source:
   conn_id: unused
   database: {database}
-  schemas: [registry]
+  schemas: [registry, clinical]
   application_roles: [{APP_ROLE}]
 target: {{conn_id: unused, database: {database}, region: fr-par}}
 evidence: {{conn_id: unused, bucket: {bucket}, region: fr-par}}
