@@ -143,3 +143,19 @@ def test_a_malformed_manifest_name_names_the_file_the_field_and_the_fix() -> Non
     assert "unbalanced double quote" in text and "docs/workloads.md#identifiers" in text
     with pytest.raises(ManifestError, match=r"field 'source.schemas'.*over PostgreSQL's 63"):
         parse_manifest(Path("w.yaml"), _manifest("[]", f"[{'s' * 64}]"))
+
+
+def test_slot_names_stay_valid_and_distinct_for_long_workload_ids() -> None:
+    prefix = "registry_of_every_hospital_stay_in_the_region_of_paris_and_"  # 59: over 63 with bascule_
+    names = set()
+    for suffix in ("a", "b"):
+        text = _manifest("[]").replace("id: ident_test", f"id: {prefix}{suffix}")
+        workload = parse_manifest(Path("w.yaml"), text)
+        name = workload.slot_name()  # type: ignore[union-attr]
+        # Slots allow [a-z0-9_] and 63 bytes; publication and subscription share the name.
+        assert len(name) <= 63 and all(c.islower() or c.isdigit() or c == "_" for c in name), name
+        assert name == workload.slot_name()  # type: ignore[union-attr]  # deterministic
+        names.add(name)
+    assert len(names) == 2
+    short = parse_manifest(Path("w.yaml"), _manifest("[]"))
+    assert short.slot_name() == "bascule_ident_test"  # type: ignore[union-attr]
