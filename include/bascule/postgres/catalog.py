@@ -54,11 +54,12 @@ def quote_ident(name: str) -> str:
 
 
 def qualify(schema: str, name: str) -> str:
-    """The one text form of a qualified name (``bascule.identifiers``): ``clinical.Encounter``.
+    """The SQL spelling (``clinical."Encounter"``), for statements a message suggests to a person.
 
-    Not SQL: statements take the parts as ``sql.Identifier(schema, name)``.
+    Not the text form names travel in (``TableInfo.qualified``, ``bascule.identifiers``), and
+    never pasted into a statement Bascule runs: those take ``sql.Identifier(schema, name)``.
     """
-    return qualified_name(schema, name)
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
 # -- the inventory ----------------------------------------------------------------------
@@ -96,7 +97,7 @@ class TableInfo:
     @property
     def qualified(self) -> str:
         """``schema.name`` in the one text form manifests, plans and evidence share."""
-        return qualify(self.schema, self.name)
+        return qualified_name(self.schema, self.name)
 
     @property
     def manifest_name(self) -> str:
@@ -135,7 +136,7 @@ class SequenceInfo:
 
     @property
     def qualified(self) -> str:
-        return qualify(self.schema, self.name)
+        return qualified_name(self.schema, self.name)
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ def read_inventory(conn: Any, schemas: Sequence[str], tables: Sequence[str]) -> 
                 constraints=sorted(constraints.get(oid, []), key=lambda c: c["name"]),
                 foreign_keys=sorted(foreign_keys.get(oid, []), key=lambda f: f["name"]),
                 kind=kind,
-                partitions=[qualify(s, n) for s, n in parts],
+                partitions=[qualified_name(s, n) for s, n in parts],
             )
             for oid, schema, name, kind, replident, estimate, size, parts in rows
         ]
@@ -372,7 +373,7 @@ def _foreign_keys(cur: Any, oids: list[int]) -> dict[int, list[dict[str, Any]]]:
             {
                 "name": name,
                 "columns": list(columns),
-                "ref_table": qualify(ref_schema, ref_name),
+                "ref_table": qualified_name(ref_schema, ref_name),
                 "ref_columns": list(ref_columns),
                 "definition": definition,
             }
@@ -407,6 +408,6 @@ def _sequences(cur: Any, schemas: Sequence[str], table_oids: list[int] | None) -
         params,
     )
     return [
-        SequenceInfo(schema, name, f"{qualify(tschema, tname)}.{format_name(column)}" if tname else None)
+        SequenceInfo(schema, name, f"{qualified_name(tschema, tname)}.{format_name(column)}" if tname else None)
         for schema, name, tschema, tname, column in cur.fetchall()
     ]
