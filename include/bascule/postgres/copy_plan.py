@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from psycopg2 import sql
 
@@ -93,10 +94,15 @@ class CopyUnit:
 
     @property
     def evidence_name(self) -> str:
-        """Unique per unit, so the ranges' evidence files never collide (write-once store)."""
+        """Unique per unit, so the ranges' evidence files never collide (write-once store).
+
+        Percent-encoded beyond letters, digits and ``._-~``: a table name may hold a ``/``
+        (which would nest the key) or a control character (which object stores refuse).
+        """
+        name = quote(self.table, safe="")
         if self.range is None:
-            return self.table
-        return f"{self.table}-range-{self.range.index:03d}of{self.range.count:03d}"
+            return name
+        return f"{name}-range-{self.range.index:03d}of{self.range.count:03d}"
 
     def describe(self) -> str:
         return self.table if self.range is None else f"{self.table} {self.range.describe()}"

@@ -35,8 +35,9 @@ pytestmark = pytest.mark.integration
 
 DATABASE, BUCKET, WORKLOAD_ID, ROLE_PASSWORD = "ident_forms", "ident-forms", "ident_forms", "ident-forms-pw"
 RESERVED = ["select", "from", "user", "order", "table", "group", "Select", "ALL", "desc", "check", "window"]
-# PostgreSQL's alphabet, weighted towards what breaks quoting: case, space, '.', '"', '$', unicode.
-_CHARS = st.sampled_from(list("aZ_Q$ .\"'0") + ["é", "ß", "Ω", "日", "ы", "Å"]) | st.characters(
+# PostgreSQL's alphabet, weighted towards what breaks quoting: case, space, '.', '"', '$', ';', tab,
+# newline, unicode letters.
+_CHARS = st.sampled_from(list("aZ_Q$ .\"'0;\t\n") + ["é", "ß", "Ω", "日", "ы", "Å"]) | st.characters(
     categories=("Lu", "Ll", "Nd"), max_codepoint=0x2FFF
 )
 
@@ -216,6 +217,14 @@ def _migrate(source, target, s3_client, names: Names) -> None:
     diffs = validation_phases.diff_tables(sides, inventory, slot=workload.slot_name(), live=False)
     assert [d.differences for d in diffs] == [[]], validation_phases.describe_differences(diffs)
     assert diffs[0].source_rows == 300 + 10 - 1
+    # As validate holds the replica for its gates (the suites themselves are not this test's
+    # business): the subscription paused and resumed by name, the source's counts read by table.
+    # Pausing also ends the apply worker, which publishes its table counters, so the cutover's
+    # baseline of target writes includes every replicated change.
+    with validation_phases.replica_held(
+        sides, workload.slot_name(), workload.slot_name(), snapshot["tables"]
+    ) as counts:
+        assert counts == {names.qualified_table: (309, 309)}
 
     routing = RoutingRegistry(s3_client, BUCKET)
     record = cutover_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 1, log.append)
@@ -254,6 +263,7 @@ def bucket(s3_client):
 @example(names=_fixed("ClinicalData", "Patient"))  # a mixed-case schema
 @example(names=_fixed("Clinical Data", "patient visits"))  # spaces in the schema and the table
 @example(names=_fixed("my.schema", 'Encounter "v2"'))  # a dot and double quotes inside quoted names
+@example(names=_fixed("line\nbreak; Type: x", "tab\there"))  # control characters, pg_dump's header words
 def test_every_legal_name_migrates_end_to_end(pg_pair, s3_client, bucket, names: Names) -> None:
     source, target = pg_pair
     try:

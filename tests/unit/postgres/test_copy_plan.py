@@ -47,3 +47,6 @@ def test_a_range_is_half_open_and_round_trips_through_xcom() -> None:
     assert copy_plan.CopyUnit.from_item(unit.to_dict()) == unit
     assert copy_plan.CopyUnit.from_item("registry.t") == copy_plan.CopyUnit("registry.t", 0)
     assert unit.evidence_name == "registry.t-range-002of003"
+    # Any table name makes a key an object store takes, one level deep, and still unique.
+    odd = copy_plan.CopyUnit('"my/sch\nema".Enc ounter', 1)
+    assert odd.evidence_name == "%22my%2Fsch%0Aema%22.Enc%20ounter"
