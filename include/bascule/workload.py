@@ -7,7 +7,7 @@ manifest for national health data must stop the workload, not be ignored.
 
 from __future__ import annotations
 
-import re
+import hashlib
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from bascule.exceptions import ManifestError
+from bascule.identifiers import parse_name, qualified_name, split_qualified
 
 # Scaleway Object Storage / Managed Database regions. Health data (HDS) may only
 # live in fr-par; the allow-list check itself is a preflight policy rule.
@@ -82,31 +83,34 @@ class S3Target(_Strict):
     _prefix = field_validator("prefix")(_check_prefix)
 
 
-QUALIFIED_TABLE_PATTERN = r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$"
+def _tables(tables: list[str]) -> list[str]:
+    # Stored in the one text form (bascule.identifiers), so `"public"."patients"` and
+    # `public.patients` are the same table everywhere downstream.
+    return [qualified_name(*split_qualified(table)) for table in tables]
 
 
-def _qualified(tables: list[str]) -> list[str]:
-    for table in tables:
-        if not re.fullmatch(QUALIFIED_TABLE_PATTERN, table):
-            raise ValueError(f"table '{table}' must be schema-qualified, e.g. public.patients")
-    return tables
+def _names(names: list[str]) -> list[str]:
+    # Schemas are kept as PostgreSQL stores them (quotes removed): the catalog compares them as is.
+    return [parse_name(name) for name in names]
 
 
 class PostgresSource(_Strict):
     conn_id: ConnId
     database: PgIdentifier
-    schemas: list[PgIdentifier] = Field(default_factory=lambda: ["public"], min_length=1)
+    # Any name PostgreSQL accepts, written as the database shows it (docs/workloads.md#identifiers).
+    schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)
     # Empty: every table of the schemas.
     tables: list[str] = Field(default_factory=list)
     # The roles the applications write with: cutover makes them read-only on the source
     # (default_transaction_read_only) and ends their sessions; rollback restores them.
-    application_roles: list[PgIdentifier] = Field(min_length=1)
+    application_roles: list[str] = Field(min_length=1)
     # Tables without a primary key are refused unless listed here: they replicate with
     # REPLICA IDENTITY FULL (set on the source at snapshot) and are diffed row by row,
     # which is slower (docs/workloads.md).
     tables_without_primary_key: list[str] = Field(default_factory=list)
 
-    _tables = field_validator("tables", "tables_without_primary_key")(_qualified)
+    _schemas = field_validator("schemas", "application_roles")(_names)
+    _tables = field_validator("tables", "tables_without_primary_key")(_tables)
 
 
 class PostgresTarget(_Strict):
@@ -355,8 +359,16 @@ class PostgresWorkload(_WorkloadBase):
         return shadow_run
 
     def slot_name(self) -> str:
-        """Replication slot, publication and subscription share this name (<= 63 chars)."""
-        return f"bascule_{self.id}"[:63]
+        """Replication slot, publication and subscription share this name.
+
+        A slot name allows only ``[a-z0-9_]`` and 63 bytes; the workload id is already of
+        that alphabet. An id too long for the prefix keeps its first 46 characters and a
+        hash of the whole id, so two long ids that share a beginning still get two slots.
+        """
+        name = f"bascule_{self.id}"
+        if len(name) <= 63:
+            return name
+        return f"bascule_{self.id[:46]}_{hashlib.blake2b(self.id.encode(), digest_size=4).hexdigest()}"
 
 
 Workload = Annotated[ObjectStoreWorkload | PostgresWorkload, Field(discriminator="kind")]

@@ -103,18 +103,11 @@ def pg_params(conn_id: str, database: str) -> Any:
 
 def postgres_sides(workload: Any) -> Any:
     """Source and target of a postgres workload, as the domain's ``PgSides``."""
-    import psycopg2
-
-    from bascule.postgres.sides import PgSides, connect_kwargs
+    from bascule.postgres.sides import PgSides
 
     source = pg_params(workload.source.conn_id, workload.source.database)
     target = pg_params(workload.target.conn_id, workload.target.database)
-    return PgSides(
-        source=lambda: psycopg2.connect(**connect_kwargs(source)),
-        target=lambda: psycopg2.connect(**connect_kwargs(target)),
-        source_params=source,
-        target_params=target,
-    )
+    return PgSides.connecting(source, target)
 
 
 def evidence_store(workload: Any) -> Any:

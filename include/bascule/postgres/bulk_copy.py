@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
-from bascule.postgres.catalog import TableInfo, quote_ident
+from bascule.postgres.catalog import TableInfo
 from bascule.postgres.client import PgCopyError, address_of, driven_transactions, first_line, is_retryable
 from bascule.postgres.copy_plan import KeyRange
 
@@ -66,8 +67,9 @@ def _copy_format(source_cur: Any, target_cur: Any, table: TableInfo) -> str:
     source_cur.execute(
         "select current_setting('server_version_num')::int / 10000, "
         "coalesce(bool_and(a.atttypid < %s), true) from pg_attribute a "
-        "where a.attrelid = to_regclass(%s) and a.attname = any(%s)",
-        (FIRST_NORMAL_OBJECT_ID, table.qualified, [c.name for c in table.copy_columns]),
+        "join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relname = %s and a.attname = any(%s)",
+        (FIRST_NORMAL_OBJECT_ID, table.schema, table.name, [c.name for c in table.copy_columns]),
     )
     source_major, builtin_types = source_cur.fetchone()
     target_cur.execute("select current_setting('server_version_num')::int / 10000")
@@ -92,8 +94,9 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: 
     """
     name = table.qualified
     what = name if key_range is None else f"{name} {key_range.describe()}"  # for messages
-    columns = ", ".join(quote_ident(c.name) for c in table.copy_columns)
-    only = "" if table.kind == "p" else "ONLY "  # inheritance children are tables of their own
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.copy_columns)
+    # Inheritance children are tables of their own.
+    target = sql.Composed([sql.SQL("" if table.kind == "p" else "ONLY "), sql.Identifier(table.schema, table.name)])
     started = time.monotonic()
     with driven_transactions(source_conn, "source") as src, driven_transactions(target_conn, "target") as tgt:
         side = "source"
@@ -107,17 +110,21 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: 
             fmt = _copy_format(src, tgt, table)
             side = "target"
             if key_range is None:
-                tgt.execute(f"truncate {only}{name}")
+                tgt.execute(sql.SQL("truncate {}").format(target))
             else:
-                tgt.execute(f"delete from {only}{name} where {key_range.predicate()}")
+                tgt.execute(sql.SQL("delete from {} where {}").format(target, key_range.predicate()))
         except psycopg2.Error as exc:
             raise _copy_error(side, name, source_conn if side == "source" else target_conn, exc, what) from None
         # Rows land frozen (no later rewrite by VACUUM), which PostgreSQL allows only into a
         # table truncated in this transaction: not for a range, whose table keeps other rows.
-        freeze = ", freeze" if table.kind == "r" and key_range is None else ""
-        where = "" if key_range is None else f" where {key_range.predicate()}"
-        copy_out = f"copy (select {columns} from {only}{name}{where}) to stdout (format {fmt})"
-        copy_in = f"copy {name} ({columns}) from stdin (format {fmt}{freeze})"
+        freeze = sql.SQL(", freeze" if table.kind == "r" and key_range is None else "")
+        where = sql.SQL("") if key_range is None else sql.SQL(" where {}").format(key_range.predicate())
+        copy_out = sql.SQL("copy (select {} from {}{}) to stdout (format {})").format(
+            columns, target, where, sql.SQL(fmt)
+        )
+        copy_in = sql.SQL("copy {} ({}) from stdin (format {}{})").format(
+            sql.Identifier(table.schema, table.name), columns, sql.SQL(fmt), freeze
+        )
         source_rows, copied = _stream(src, tgt, copy_out, copy_in, source_conn, target_conn, name, what)
         target_rows = tgt.rowcount
         if source_rows >= 0 and target_rows >= 0 and source_rows != target_rows:
@@ -143,7 +150,14 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: 
 
 
 def _stream(
-    src: Any, tgt: Any, copy_out: str, copy_in: str, source_conn: Any, target_conn: Any, name: str, what: str
+    src: Any,
+    tgt: Any,
+    copy_out: sql.Composed,
+    copy_in: sql.Composed,
+    source_conn: Any,
+    target_conn: Any,
+    name: str,
+    what: str,
 ) -> tuple[int, int]:
     """Run both COPYs joined by a pipe: the source's in a thread, the target's here."""
     read_fd, write_fd = os.pipe()
@@ -158,7 +172,7 @@ def _stream(
 
     def pump() -> None:
         try:
-            src.copy_expert(copy_out, writer, size=_CHUNK)
+            src.copy_expert(copy_out.as_string(source_conn), writer, size=_CHUNK)
             source_rows[0] = src.rowcount
             writer.flush()
         except BaseException as exc:  # reported by the caller, with the side that failed
@@ -172,7 +186,7 @@ def _stream(
     thread = threading.Thread(target=pump, name=f"copy-out {name}", daemon=True)
     thread.start()
     try:
-        tgt.copy_expert(copy_in, reader, size=_CHUNK)
+        tgt.copy_expert(copy_in.as_string(target_conn), reader, size=_CHUNK)
     except BaseException as exc:
         failures.append(("target", exc))
         if thread.is_alive():

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bascule.exceptions import BasculeError
+from bascule.identifiers import format_name, qualified_name, split_columns, split_qualified
 
 _SAFE_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]*$")
 # Keywords quote_ident() quotes (pg_get_keywords() catcode <> 'U', PostgreSQL 15) and the
@@ -53,6 +54,11 @@ def quote_ident(name: str) -> str:
 
 
 def qualify(schema: str, name: str) -> str:
+    """The SQL spelling (``clinical."Encounter"``), for statements a message suggests to a person.
+
+    Not the text form names travel in (``TableInfo.qualified``, ``bascule.identifiers``), and
+    never pasted into a statement Bascule runs: those take ``sql.Identifier(schema, name)``.
+    """
     return f"{quote_ident(schema)}.{quote_ident(name)}"
 
 
@@ -90,13 +96,13 @@ class TableInfo:
 
     @property
     def qualified(self) -> str:
-        """``schema.name``, quoted where SQL needs it."""
-        return qualify(self.schema, self.name)
+        """``schema.name`` in the one text form manifests, plans and evidence share."""
+        return qualified_name(self.schema, self.name)
 
     @property
     def manifest_name(self) -> str:
-        """``schema.name`` unquoted, as the manifest lists tables."""
-        return f"{self.schema}.{self.name}"
+        """The name as the manifest lists it: the same text form as ``qualified``."""
+        return self.qualified
 
     @property
     def copy_columns(self) -> list[ColumnInfo]:
@@ -130,7 +136,7 @@ class SequenceInfo:
 
     @property
     def qualified(self) -> str:
-        return qualify(self.schema, self.name)
+        return qualified_name(self.schema, self.name)
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,10 @@ class PgInventory:
         return self.server_version_num // 10000
 
     def table(self, name: str) -> TableInfo:
-        """By qualified or manifest name."""
+        """By qualified name, in any spelling the manifest syntax allows (``"public"."t"`` is ``public.t``)."""
+        wanted = split_qualified(name)
         for table in self.tables:
-            if name in (table.qualified, table.manifest_name):
+            if (table.schema, table.name) == wanted:
                 return table
         raise KeyError(name)
 
@@ -201,7 +208,8 @@ def read_only_cursor(conn: Any) -> Iterator[Any]:
 def read_inventory(conn: Any, schemas: Sequence[str], tables: Sequence[str]) -> PgInventory:
     """Tables (ordinary and partitioned roots; not views), sequences and extensions.
 
-    ``tables`` are unquoted ``schema.name``; empty means every table of ``schemas``.
+    ``tables`` are qualified names (``bascule.identifiers``), matched against the catalogue
+    part by part as PostgreSQL stores them; empty means every table of ``schemas``.
     Partitions are not listed on their own: a partitioned table is copied through its root.
     """
     with read_only_cursor(conn) as cur:
@@ -209,8 +217,9 @@ def read_inventory(conn: Any, schemas: Sequence[str], tables: Sequence[str]) -> 
             "select current_database(), current_setting('server_version'), current_setting('server_version_num')::int"
         )
         database, version, version_num = cur.fetchone()
+        wanted = [split_qualified(t) for t in tables]
         where, params = (
-            ("n.nspname || '.' || c.relname = any(%s)", [list(tables)])
+            ("(n.nspname, c.relname) in (select * from unnest(%s::text[], %s::text[]))", list(split_columns(tables)))
             if tables
             else (
                 "n.nspname = any(%s)",
@@ -245,8 +254,8 @@ def read_inventory(conn: Any, schemas: Sequence[str], tables: Sequence[str]) -> 
         )
         rows = cur.fetchall()
         if tables:
-            found = {f"{r[1]}.{r[2]}" for r in rows}
-            missing = [t for t in tables if t not in found]
+            found = {(r[1], r[2]) for r in rows}
+            missing = [t for t, parts in zip(tables, wanted, strict=True) if parts not in found]
             if missing:
                 raise InventoryError(
                     f"table(s) {missing} not found in source database '{database}' (views are not migrated); "
@@ -273,7 +282,7 @@ def read_inventory(conn: Any, schemas: Sequence[str], tables: Sequence[str]) -> 
                 constraints=sorted(constraints.get(oid, []), key=lambda c: c["name"]),
                 foreign_keys=sorted(foreign_keys.get(oid, []), key=lambda f: f["name"]),
                 kind=kind,
-                partitions=[qualify(s, n) for s, n in parts],
+                partitions=[qualified_name(s, n) for s, n in parts],
             )
             for oid, schema, name, kind, replident, estimate, size, parts in rows
         ]
@@ -364,7 +373,7 @@ def _foreign_keys(cur: Any, oids: list[int]) -> dict[int, list[dict[str, Any]]]:
             {
                 "name": name,
                 "columns": list(columns),
-                "ref_table": qualify(ref_schema, ref_name),
+                "ref_table": qualified_name(ref_schema, ref_name),
                 "ref_columns": list(ref_columns),
                 "definition": definition,
             }
@@ -399,6 +408,6 @@ def _sequences(cur: Any, schemas: Sequence[str], table_oids: list[int] | None) -
         params,
     )
     return [
-        SequenceInfo(schema, name, f"{qualify(tschema, tname)}.{quote_ident(column)}" if tname else None)
+        SequenceInfo(schema, name, f"{qualified_name(tschema, tname)}.{format_name(column)}" if tname else None)
         for schema, name, tschema, tname, column in cur.fetchall()
     ]

@@ -25,8 +25,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from bascule.postgres.catalog import PgInventory, TableInfo, quote_ident
+from psycopg2 import sql
+
+from bascule.postgres.catalog import PgInventory, TableInfo
 
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 # Beyond this many ranges a table's tasks cost more in scheduling than they win in size.
@@ -51,15 +54,15 @@ class KeyRange:
     def label(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def predicate(self) -> str:
+    def predicate(self) -> sql.Composed:
         """The SQL condition; bounds are ints, so literals are safe."""
-        column = quote_ident(self.column)
+        column = sql.Identifier(self.column)
         parts = []
         if self.lo is not None:
-            parts.append(f"{column} >= {int(self.lo)}")
+            parts.append(sql.SQL("{} >= {}").format(column, sql.Literal(int(self.lo))))
         if self.hi is not None:
-            parts.append(f"{column} < {int(self.hi)}")
-        return " and ".join(parts) or "true"
+            parts.append(sql.SQL("{} < {}").format(column, sql.Literal(int(self.hi))))
+        return sql.SQL(" and ").join(parts) if parts else sql.Composed([sql.SQL("true")])
 
     def describe(self) -> str:
         low = "-inf" if self.lo is None else str(self.lo)
@@ -91,10 +94,15 @@ class CopyUnit:
 
     @property
     def evidence_name(self) -> str:
-        """Unique per unit, so the ranges' evidence files never collide (write-once store)."""
+        """Unique per unit, so the ranges' evidence files never collide (write-once store).
+
+        Percent-encoded beyond letters, digits and ``._-~``: a table name may hold a ``/``
+        (which would nest the key) or a control character (which object stores refuse).
+        """
+        name = quote(self.table, safe="")
         if self.range is None:
-            return self.table
-        return f"{self.table}-range-{self.range.index:03d}of{self.range.count:03d}"
+            return name
+        return f"{name}-range-{self.range.index:03d}of{self.range.count:03d}"
 
     def describe(self) -> str:
         return self.table if self.range is None else f"{self.table} {self.range.describe()}"
@@ -140,7 +148,11 @@ def split_refusal(table: TableInfo) -> str | None:
 
 def _min_max(cur: Any, table: TableInfo, column: str) -> tuple[int | None, int | None]:
     only = "" if table.kind == "p" else "only "  # inheritance children are copied as tables of their own
-    cur.execute(f"select min({quote_ident(column)}), max({quote_ident(column)}) from {only}{table.qualified}")
+    cur.execute(
+        sql.SQL("select min({c}), max({c}) from {only}{t}").format(
+            c=sql.Identifier(column), only=sql.SQL(only), t=sql.Identifier(table.schema, table.name)
+        )
+    )
     low, high = cur.fetchone()
     return (None if low is None else int(low)), (None if high is None else int(high))
 

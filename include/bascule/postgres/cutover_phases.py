@@ -13,12 +13,15 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
+from psycopg2 import sql
+
 from bascule.exceptions import BasculeError
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.routing import Location, RoutingRegistry
 from bascule.postgres import catalog, catch_up, cleanup, replication, sequences, tablediff, write_freeze
 from bascule.postgres.phases import check_schema_unchanged, load_inventory, run_prefix, table_specs, utc_now
 from bascule.postgres.sides import PgSides, conninfo
+from bascule.postgres.statements import qualified_ident
 from bascule.postgres.validation_phases import describe_differences
 from bascule.workload import PostgresWorkload
 
@@ -95,7 +98,7 @@ def cutover(
             _freeze_and_drain(workload, source, record, log)
             _prove_equal(source, target, inventory, record, log)
             record["sequences"] = sequences.sync_sequences(
-                source, target, [f"{s.schema}.{s.name}" for s in inventory.sequences]
+                source, target, [s.qualified for s in inventory.sequences]
             )
             record["target_write_baseline"] = write_freeze.table_write_counters(target, list(snapshot["tables"]))
             before_switch()
@@ -123,8 +126,7 @@ def smoke_check(
     counts = {}
     with closing(connect()) as conn, conn.cursor() as cur:
         for table in tables:
-            schema, name = table.split(".", 1)
-            cur.execute(f'select count(*) from "{schema}"."{name}"')
+            cur.execute(sql.SQL("select count(*) from {}").format(qualified_ident(table)))
             counts[table] = cur.fetchone()[0]
     return {"live": current.live_location().describe(), "row_counts": counts}
 

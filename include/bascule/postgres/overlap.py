@@ -175,8 +175,12 @@ def remove_overlap_triggers(target_conn: Any, tables: dict[str, list[str]] | lis
     require_autocommit(target_conn, "remove_overlap_triggers")
     with transaction(target_conn) as cur:
         for table in tables:
-            cur.execute("select to_regclass(%s)", (qualified_ident(table).as_string(target_conn),))
-            if cur.fetchone()[0] is not None:
+            cur.execute(
+                "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = %s and c.relname = %s",
+                split_qualified(table),
+            )
+            if cur.fetchone() is not None:
                 for trigger in (UPSERT_TRIGGER, REKEY_TRIGGER):
                     cur.execute(
                         sql.SQL("drop trigger if exists {} on {}").format(sql.Identifier(trigger), qualified_ident(table))

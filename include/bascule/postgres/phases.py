@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from bascule.exceptions import BasculeError
 from bascule.governance.evidence.store import EvidenceStore
+from bascule.identifiers import split_columns
 from bascule.postgres import (
     bulk_copy,
     catalog,
@@ -217,9 +218,10 @@ def drop_foreign_keys_in_scope(target: Any, tables: list[str]) -> int:
             from pg_constraint con
             join pg_class c on c.oid = con.conrelid
             join pg_namespace n on n.oid = c.relnamespace
-            where con.contype = 'f' and n.nspname || '.' || c.relname = any(%s)
+            where con.contype = 'f'
+              and (n.nspname, c.relname) in (select * from unnest(%s::text[], %s::text[]))
             """,
-            (list(tables),),
+            split_columns(tables),
         )
         statements = [row[0] for row in cur.fetchall()]
         for statement in statements:

@@ -20,6 +20,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from bascule.exceptions import BasculeError
+from bascule.identifiers import qualified_name
 from bascule.postgres.statements import execute, fetch_one, qualified_ident, require_autocommit, split_qualified
 
 PUBLISHED_OPERATIONS = "insert, update, delete, truncate"
@@ -145,7 +146,7 @@ def ensure_publication(source_conn: Any, name: str, tables: list[str], *, slot: 
     with source_conn.cursor() as cur:
         cur.execute("select schemaname, tablename from pg_publication_tables where pubname = %s", (name,))
         published = {(s, t) for s, t in cur.fetchall()}
-        added = sorted(f"{s}.{t}" for s, t in wanted - published)
+        added = sorted(qualified_name(s, t) for s, t in wanted - published)
         if added and slot_exists:
             raise BasculeError(late.format(what=", ".join(added)))
         if published != wanted:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import psycopg2
 
+from bascule.identifiers import split_columns, split_qualified
 from bascule.postgres.client import (
     CONNECT_TIMEOUT_S,
     REFUSED,
@@ -71,7 +72,7 @@ def dump_schema(
     """One section of the source's DDL, as plain SQL (UTF-8).
 
     The dump covers whole ``schemas`` (types, functions, views, tables...). A non-empty
-    ``tables`` (``schema.name``, quoted or not) keeps the schemas' other objects but leaves out
+    ``tables`` (qualified names, ``bascule.identifiers``) keeps the schemas' other objects but leaves out
     their other tables (``--exclude-table``; partitions and serial sequences follow their
     table): pg_dump's own
     ``--table`` would also drop the schemas, types and functions the tables need.
@@ -123,6 +124,8 @@ def _dump_scope(
     params: LibpqParams, schemas: Sequence[str], tables: Sequence[str]
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """The schemas to dump, and their tables to leave out: those neither listed nor a partition of one."""
+    wanted = [split_qualified(t) for t in tables]  # compared part by part, as the catalogue stores them
+    table_schemas, table_names = split_columns(tables)
     try:
         with (
             closing(
@@ -141,12 +144,11 @@ def _dump_scope(
             cur.execute(
                 """
                 with recursive selected as (
-                    select c.oid, n.nspname || '.' || c.relname as plain,
-                           quote_ident(n.nspname) || '.' || quote_ident(c.relname) as quoted
+                    select c.oid
                     from pg_class c join pg_namespace n on n.oid = c.relnamespace
                     where c.relkind in ('r', 'p', 'f')
-                      and (n.nspname || '.' || c.relname = any(%(tables)s)
-                           or quote_ident(n.nspname) || '.' || quote_ident(c.relname) = any(%(tables)s))
+                      and (n.nspname, c.relname) in (
+                          select * from unnest(%(table_schemas)s::text[], %(table_names)s::text[]))
                 ), kept(oid) as (
                     select oid from selected
                     union all
@@ -155,19 +157,19 @@ def _dump_scope(
                     join pg_class p on p.oid = i.inhrelid and p.relispartition
                 )
                 select n.nspname, c.relname, c.oid in (select oid from kept),
-                       (select array[s.plain, s.quoted] from selected s where s.oid = c.oid)
+                       c.oid in (select oid from selected)
                 from pg_class c join pg_namespace n on n.oid = c.relnamespace
                 where c.relkind in ('r', 'p', 'f')
                   and (n.nspname = any(%(schemas)s) or c.oid in (select oid from selected))
                 union all  -- serial sequences go with their table
-                select n.nspname, s.relname, d.refobjid in (select oid from kept), null
+                select n.nspname, s.relname, d.refobjid in (select oid from kept), false
                 from pg_class s
                 join pg_namespace n on n.oid = s.relnamespace
                 join pg_depend d on d.classid = 'pg_class'::regclass and d.objid = s.oid
                      and d.refclassid = 'pg_class'::regclass and d.deptype = 'a'
                 where s.relkind = 'S' and n.nspname = any(%(schemas)s)
                 """,
-                {"tables": list(tables), "schemas": list(schemas)},
+                {"table_schemas": table_schemas, "table_names": table_names, "schemas": list(schemas)},
             )
             rows = cur.fetchall()
     except psycopg2.Error as exc:
@@ -176,19 +178,23 @@ def _dump_scope(
             retryable=is_retryable(exc),
             side="source",
         ) from None
-    found = {name for *_, names in rows if names for name in names}
-    missing = [t for t in tables if t not in found]
+    found = {(schema, name) for schema, name, _, selected in rows if selected}
+    missing = [t for t, parts in zip(tables, wanted, strict=True) if parts not in found]
     if missing:
         raise PgCopyError(
             f"table(s) {missing} not found in source database {params.describe()}", retryable=False, side="source"
         )
-    dump_schemas = sorted(set(schemas) | {schema for schema, _, _, names in rows if names})
+    dump_schemas = sorted(set(schemas) | {schema for schema, _, _, selected in rows if selected})
     excluded = [(schema, name) for schema, name, kept, _ in rows if not kept and schema in dump_schemas]
     return dump_schemas, sorted(excluded)
 
 
 def _quoted_pattern(name: str) -> str:
-    """A pg_dump pattern matching exactly ``name`` (quotes make ``*``, ``?``, ``.`` and case literal)."""
+    """A pg_dump pattern matching exactly ``name`` (quotes make ``*``, ``?``, ``.``, spaces and case literal).
+
+    Schema and table are quoted apart and joined by a bare dot (``"my.schema"."Encounter"``):
+    pg_dump splits a pattern on unquoted dots only.
+    """
     return '"' + name.replace('"', '""') + '"'
 
 

@@ -33,6 +33,18 @@ class PgSides:
     source_params: LibpqParams
     target_params: LibpqParams
 
+    @classmethod
+    def connecting(cls, source: LibpqParams, target: LibpqParams) -> PgSides:
+        """Sides that open psycopg2 connections with ``source`` and ``target`` as they are."""
+        import psycopg2  # imported on use: the glue imports this module while DAGs are parsed
+
+        return cls(
+            source=lambda: psycopg2.connect(**connect_kwargs(source)),
+            target=lambda: psycopg2.connect(**connect_kwargs(target)),
+            source_params=source,
+            target_params=target,
+        )
+
     @contextmanager
     def autocommit_source(self) -> Iterator[Any]:
         """A new source connection in autocommit mode, closed on exit."""

@@ -4,9 +4,9 @@ Every function of ``replication``, ``overlap``, ``catch_up``, ``write_freeze`` a
 ``sequences`` takes psycopg2 connections and plain values. Functions that change
 something require an autocommit connection: each statement then commits on its own,
 and a function that needs several statements to land together opens its own
-``transaction``. Tables are qualified names ``"schema.table"`` (unquoted, as the
-catalog spells them); ``split_qualified`` and ``qualified_ident`` turn them into
-identifiers.
+``transaction``. Tables are qualified names in Bascule's one text form
+(``bascule.identifiers``: ``clinical.Encounter``, ``"my.schema".t``); ``split_qualified``
+reads one back into its two parts and ``qualified_ident`` makes them a two-part identifier.
 """
 
 from __future__ import annotations
@@ -18,18 +18,11 @@ from typing import Any
 from psycopg2 import sql
 
 from bascule.exceptions import BasculeError
-
-
-def split_qualified(name: str) -> tuple[str, str]:
-    """``"schema.table"`` -> ``("schema", "table")``; refuses anything else."""
-    parts = name.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise BasculeError(f"'{name}' is not a schema-qualified name such as public.patients")
-    return parts[0], parts[1]
+from bascule.identifiers import split_qualified as split_qualified  # re-exported for the change-stream modules
 
 
 def qualified_ident(name: str) -> sql.Identifier:
-    """The quoted identifier of a qualified name (``care.Stays`` -> ``"care"."Stays"``)."""
+    """The two-part identifier of a qualified name (``care.Stays`` -> ``"care"."Stays"``, never one quoted string)."""
     return sql.Identifier(*split_qualified(name))
 
 

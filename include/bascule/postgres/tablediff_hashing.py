@@ -100,11 +100,13 @@ SELECT EXISTS (
 
 def describe(session: Session, spec: TableSpec) -> TableShape:
     """The table of ``spec`` on this side; refused if it or a compared column is missing."""
-    name = session.render(sql.Identifier(spec.schema, spec.name))
+    # Found by its two parts as the catalogue stores them: no name is parsed as SQL text.
     row = session.query(
-        "SELECT to_regclass(%s)::oid, (SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s))", (name, name)
+        "SELECT c.oid, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (spec.schema, spec.name),
     )
-    rel, reltuples = row[0]
+    rel, reltuples = row[0] if row else (None, None)
     if rel is None:
         raise TableDiffError(
             f"table {spec.qualified_name} does not exist on the {session.side} ({session.database})",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from bascule.exceptions import BasculeError
+from bascule.identifiers import qualified_name
 
 Kind = Literal["changed", "missing_on_target", "extra_on_target"]
 
@@ -38,7 +39,8 @@ class TableSpec:
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.schema}.{self.name}"
+        """The one text form (``bascule.identifiers``), so results key like the inventory."""
+        return qualified_name(self.schema, self.name)
 
     def compared_columns(self) -> list[str]:
         return [*self.key_columns, *(c for c in self.columns if c not in self.key_columns)]

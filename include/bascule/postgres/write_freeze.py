@@ -15,7 +15,8 @@ from typing import Any
 from psycopg2 import sql
 
 from bascule.exceptions import BasculeError
-from bascule.postgres.statements import execute, fetch_one, require_autocommit, server_version
+from bascule.identifiers import split_columns
+from bascule.postgres.statements import execute, fetch_one, require_autocommit, server_version, split_qualified
 
 
 @dataclass(frozen=True)
@@ -157,14 +158,17 @@ def _counters(conn: Any, tables: list[str]) -> dict[str, int]:
             # publish theirs at most about once a second (up to 10 s once they go idle).
             cur.execute("select pg_stat_force_next_flush()")
         cur.execute("select pg_stat_clear_snapshot()")
+        # Matched part by part as the catalogue stores names, and reported under the caller's own spelling.
+        by_parts = {split_qualified(t): t for t in tables}
         cur.execute(
             """
-            select schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del
-            from pg_stat_user_tables where schemaname || '.' || relname = any(%s)
+            select schemaname, relname, n_tup_ins + n_tup_upd + n_tup_del
+            from pg_stat_user_tables
+            where (schemaname, relname) in (select * from unnest(%s::text[], %s::text[]))
             """,
-            (list(tables),),
+            split_columns(tables),
         )
-        return {str(t): int(n) for t, n in cur.fetchall()}
+        return {by_parts[(s, n)]: int(count) for s, n, count in cur.fetchall()}
 
 
 def table_write_counters(conn: Any, tables: list[str]) -> dict[str, int]:

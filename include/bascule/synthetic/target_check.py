@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bascule.synthetic.registry import PRIMARY_KEYS
+from bascule.synthetic.registry import PRIMARY_KEYS, ident
 from bascule.synthetic.writes_log import (
     ACKNOWLEDGED,
     LogRecord,
@@ -84,11 +84,17 @@ def _found_rows(
 def _fetch_rows(
     conn: Any, table: str, columns: Sequence[str], keys: Sequence[Any]
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
+    from psycopg2 import sql
+
+    key = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     with conn.cursor() as cur:
         if len(columns) == 1:
-            cur.execute(f"SELECT * FROM {table} WHERE {columns[0]} = ANY(%s)", (list(keys),))
+            cur.execute(sql.SQL("SELECT * FROM {} WHERE {} = ANY(%s)").format(ident(table), key), (list(keys),))
         else:  # psycopg2 spells a tuple of tuples as ((a, b), (c, d))
-            cur.execute(f"SELECT * FROM {table} WHERE ({', '.join(columns)}) IN %s", (tuple(tuple(k) for k in keys),))
+            cur.execute(
+                sql.SQL("SELECT * FROM {} WHERE ({}) IN %s").format(ident(table), key),
+                (tuple(tuple(k) for k in keys),),
+            )
         names = [d[0] for d in cur.description]
         for raw in cur.fetchall():
             row = row_values(names, raw)

@@ -29,12 +29,15 @@ from typing import Any
 from bascule.synthetic.registry import (
     BIRTH_YEAR_MAX,
     BIRTH_YEAR_MIN,
+    CARE_LEVELS,
     DISPENSATIONS,
     DSN_ENV,
+    ENCOUNTERS,
     PATIENTS,
     PRIMARY_KEYS,
     SEX_CODES,
     STAYS,
+    ident,
 )
 from bascule.synthetic.snds import ATC_CODES, CIP13_BY_ATC, DEPARTMENTS
 from bascule.synthetic.writes_log import (
@@ -59,7 +62,11 @@ OPERATIONS: tuple[tuple[str, int], ...] = (
     ("insert_dispensation", 30),
     ("update_dispensation", 15),
     ("delete_dispensation", 10),
+    ("insert_encounter", 15),
+    ("update_encounter", 10),
+    ("delete_encounter", 5),
 )
+_TABLE_OF = {"patient": PATIENTS, "dispensation": DISPENSATIONS, "encounter": ENCOUNTERS}
 _REFUSED_SQLSTATES = {"25006", "42501"}  # read_only_sql_transaction, insufficient_privilege
 
 
@@ -90,10 +97,11 @@ class _Session:
 class _Model:
     """What the writer knows of the database, to pick rows that exist."""
 
-    def __init__(self, max_patient: int, max_dispensation: int):
+    def __init__(self, max_patient: int, max_dispensation: int, max_encounter: int = 1):
         self.base_patients = max(1, max_patient)  # populated patients: the writer never deletes these
         self.max_patient = max(1, max_patient)
         self.max_dispensation = max(1, max_dispensation)
+        self.max_encounter = max(1, max_encounter)
         self.own_patients: list[int] = []  # inserted by this writer and never given a dispensation
         self.own_with_dispensations: set[int] = set()
 
@@ -175,8 +183,17 @@ def _read_model(conn: Any) -> _Model:
         max_patient = int(cur.fetchone()[0])
         cur.execute(f"SELECT coalesce(max(dispensation_id), 1) FROM {DISPENSATIONS}")
         max_dispensation = int(cur.fetchone()[0])
+        cur.execute(_sql('SELECT coalesce(max("Id"), 1) FROM {}', ENCOUNTERS))
+        max_encounter = int(cur.fetchone()[0])
     conn.rollback()
-    return _Model(max_patient, max_dispensation)
+    return _Model(max_patient, max_dispensation, max_encounter)
+
+
+def _sql(template: str, table: str) -> Any:
+    """``template`` with ``{}`` as the table's identifier: a PascalCase name is quoted, never folded."""
+    from psycopg2 import sql
+
+    return sql.SQL(template).format(ident(table))
 
 
 def _attempt(conn: Any, op: str, rng: random.Random, model: _Model, record: Callable[..., str]) -> str:
@@ -184,7 +201,7 @@ def _attempt(conn: Any, op: str, rng: random.Random, model: _Model, record: Call
     import psycopg2
 
     action, _, noun = op.partition("_")
-    table = PATIENTS if noun == "patient" else DISPENSATIONS
+    table = _TABLE_OF[noun]
     statement, params = _statement(op, rng, model)
     fields: dict[str, Any] = {"op": action, "table": table}
     try:
@@ -214,7 +231,7 @@ def _attempt(conn: Any, op: str, rng: random.Random, model: _Model, record: Call
     return str(record(status=ACKNOWLEDGED, **fields))
 
 
-def _statement(op: str, rng: random.Random, model: _Model) -> tuple[str, tuple[Any, ...]]:
+def _statement(op: str, rng: random.Random, model: _Model) -> tuple[Any, tuple[Any, ...]]:
     if op == "insert_patient":
         pseudonym = f"{rng.getrandbits(64):016x}"
         sex = rng.choices(SEX_CODES, (49, 50, 1))[0]
@@ -256,6 +273,25 @@ def _statement(op: str, rng: random.Random, model: _Model) -> tuple[str, tuple[A
             f"DELETE FROM {DISPENSATIONS} WHERE dispensation_id = %s RETURNING *",
             (rng.randint(1, model.max_dispensation),),
         )
+    return _encounter_statement(op, rng, model)
+
+
+def _encounter_statement(op: str, rng: random.Random, model: _Model) -> tuple[Any, tuple[Any, ...]]:
+    # Encounters reference populated patients only: the writer's own patients stay deletable.
+    if op == "insert_encounter":
+        return (
+            _sql(
+                'INSERT INTO {} ("PatientId", "CareLevel", "StartedAt") VALUES (%s, %s, now()) RETURNING *', ENCOUNTERS
+            ),
+            (rng.randint(1, model.base_patients), rng.choice(CARE_LEVELS)),
+        )
+    if op == "update_encounter":  # the care level changed during the stay
+        return (
+            _sql('UPDATE {} SET "CareLevel" = %s WHERE "Id" = %s RETURNING *', ENCOUNTERS),
+            (rng.choice(CARE_LEVELS), rng.randint(1, model.max_encounter)),
+        )
+    if op == "delete_encounter":
+        return _sql('DELETE FROM {} WHERE "Id" = %s RETURNING *', ENCOUNTERS), (rng.randint(1, model.max_encounter),)
     raise ValueError(f"unknown writer operation {op!r}")
 
 
@@ -265,6 +301,8 @@ def _update_model(model: _Model, op: str, row: Mapping[str, Any]) -> None:
         model.max_patient = max(model.max_patient, int(row["patient_id"]))
     elif op == "delete_patient" and int(row["patient_id"]) in model.own_patients:
         model.own_patients.remove(int(row["patient_id"]))
+    elif op == "insert_encounter":
+        model.max_encounter = max(model.max_encounter, int(row["Id"]))
     elif op == "insert_dispensation":
         model.max_dispensation = max(model.max_dispensation, int(row["dispensation_id"]))
         patient = int(row["patient_id"])

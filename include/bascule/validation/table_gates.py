@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bascule.exceptions import BasculeError, StoreAccessError
+from bascule.identifiers import qualified_name, split_qualified
 from bascule.validation.gx import (
     GX_LOCK,
     asset_name,
@@ -40,7 +41,7 @@ from bascule.validation.gx import (
 )
 from bascule.validation.outcomes import BASCULE_ENGINE, MAX_LISTED, ExpectationOutcome, SuiteOutcome, jsonable
 from bascule.validation.report import render_report_html
-from bascule.validation.table_suites import QUALIFIED_TABLE, TableChecks, is_name_list, parse_table_suite
+from bascule.validation.table_suites import TableChecks, is_name_list, is_qualified, parse_table_suite
 
 FK_EXPECTATION = "unexpected_rows_expectation"
 # Orphan rows are few and small (key + FK columns); GX fetches at most 200 of them.
@@ -81,11 +82,11 @@ def read_foreign_keys(conn: Any, schemas: Sequence[str]) -> dict[str, list[dict[
     with conn.cursor() as cur:
         cur.execute(_FOREIGN_KEYS_SQL, (list(schemas),))
         for schema, table, name, columns, ref_schema, ref_table, ref_columns in cur.fetchall():
-            out.setdefault(f"{schema}.{table}", []).append(
+            out.setdefault(qualified_name(schema, table), []).append(
                 {
                     "name": name,
                     "columns": list(columns),
-                    "ref_table": f"{ref_schema}.{ref_table}",
+                    "ref_table": qualified_name(ref_schema, ref_table),
                     "ref_columns": list(ref_columns),
                 }
             )
@@ -96,8 +97,13 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _option_value(value: str) -> str:
+    # libpq splits ``options`` on white space; a backslash keeps a space (a schema named "Clinical Data").
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
 def _quote_table(qualified: str) -> str:
-    schema, _, table = qualified.partition(".")
+    schema, table = split_qualified(qualified)
     return f"{_quote(schema)}.{_quote(table)}"
 
 
@@ -137,7 +143,7 @@ def normalise_foreign_keys(foreign_keys: Mapping[str, Any]) -> dict[str, list[di
                 and is_name_list(ref_columns)
                 and len(fk["columns"]) == len(ref_columns)
                 and isinstance(ref_table, str)
-                and QUALIFIED_TABLE.fullmatch(ref_table) is not None
+                and is_qualified(ref_table)
             )
             if not ok:
                 raise PgGateError(
@@ -265,7 +271,7 @@ def run_table_suites(
                     datasources[schema] = context.data_sources.add_postgres(
                         f"bascule_target_{len(datasources)}",
                         connection_string=url,
-                        kwargs={"connect_args": {"options": f"-c search_path={_quote(schema)}"}},
+                        kwargs={"connect_args": {"options": f"-c search_path={_option_value(_quote(schema))}"}},
                     )
                 except Exception as exc:
                     raise _unreachable(shown, exc, secrets) from None
@@ -273,7 +279,7 @@ def run_table_suites(
 
         try:
             for suite_name, table, specs, fks, row_count_missing in plans:
-                datasource = datasource_for(table.partition(".")[0])
+                datasource = datasource_for(split_qualified(table)[0])
                 outcomes.append(
                     _run_table(datasource, suite_name, table, specs, fks, row_count_missing, shown, secrets)
                 )
@@ -302,7 +308,7 @@ def _run_table(
     shown: str,
     secrets: Sequence[str],
 ) -> SuiteOutcome:
-    schema, _, name = table.partition(".")
+    schema, name = split_qualified(table)
     extra: list[ExpectationOutcome] = []
     if row_count_missing:
         extra.append(
@@ -327,7 +333,14 @@ def _run_table(
         )
         unchecked = [missing, *extra]
         return SuiteOutcome(suite_name, False, len(unchecked), len(unchecked), unchecked, table=table, id_name="row")
-    asset = datasource.add_table_asset(asset_name(suite_name, table), table_name=name)
+    # GX pastes the table name into its SQL (the test query, {batch} of the orphan queries)
+    # without quoting it, which folds "Encounter" to encounter: hand it the quoted SQL text,
+    # marked never to be quoted again.
+    import sqlalchemy as sa
+
+    asset = datasource.add_table_asset(
+        asset_name(suite_name, table), table_name=sa.sql.quoted_name(_quote(name), quote=False)
+    )
     batch = _TableBatch(
         asset.add_batch_definition_whole_table("whole").get_batch(), suite_name, table, key_columns, secrets
     )

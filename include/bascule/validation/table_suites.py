@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bascule.identifiers import IdentifierError, qualified_name, split_qualified
 from bascule.validation.suites import EXPECTATIONS_DIR, SuiteConfigError, SuiteProblems, read_suite_file
 
 SUITE_KIND = "postgres_tables"
-QUALIFIED_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*")
 _SUITE_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 _SUITE_FIELDS = {"kind", "suite", "description", "foreign_keys", "tables", "path"}
 _TABLE_FIELDS = {"row_count", "not_null", "unique", "value_sets", "ranges", "regex", "expectations"}
@@ -233,8 +233,9 @@ def parse_table_suite(data: Any, *, where: str = "table suite") -> TableSuite:
 def _table_checks(problems: SuiteProblems, table: Any, checks: Any) -> TableChecks | None:
     """One table's checks; None once the suite has a problem (recorded in ``problems``)."""
     at = f"tables.{table}"
-    if not problems.need(isinstance(table, str) and bool(QUALIFIED_TABLE.fullmatch(table)), f"{at}: use schema.table"):
+    if not problems.need(isinstance(table, str) and is_qualified(table), f"{at}: use schema.table"):
         return None
+    table = qualified_name(*split_qualified(table))  # one spelling per table, as the inventory has it
     if not problems.need(isinstance(checks, Mapping), f"{at} must be a mapping of checks"):
         return None
     extra = set(checks) - _TABLE_FIELDS
@@ -291,6 +292,15 @@ def _unique_keys(problems: SuiteProblems, at: str, raw: Any) -> list[str | tuple
 
 def _is_bounds(bounds: Any) -> bool:
     return isinstance(bounds, Mapping) and set(bounds) <= {"min", "max"} and ("min" in bounds or "max" in bounds)
+
+
+def is_qualified(text: str) -> bool:
+    """``schema.table`` in the manifest syntax (docs/workloads.md#identifiers)."""
+    try:
+        split_qualified(text)
+    except IdentifierError:
+        return False
+    return True
 
 
 def is_name_list(value: Any) -> bool:

@@ -43,7 +43,7 @@ owner: data-platform
 source:
   conn_id: unused
   database: {database}
-  schemas: [registry]
+  schemas: [registry, clinical]
   application_roles: [{APP_ROLE}]
 {extra_source}
 target: {{conn_id: unused, database: {database}, region: fr-par}}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from bascule.synthetic import registry, writes_log
 from bascule.synthetic.target_check import check_target
@@ -37,9 +38,11 @@ def _drop(cluster, name: str) -> None:
 
 
 def _table_digest(conn, table: str) -> str:
-    key = ", ".join(registry.PRIMARY_KEYS[table])
+    key = sql.SQL(", ").join(sql.Identifier(c) for c in registry.PRIMARY_KEYS[table])
     with conn.cursor() as cur:
-        cur.execute(f"SELECT md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t")
+        cur.execute(
+            sql.SQL("SELECT md5(string_agg(t::text, '|' ORDER BY {})) FROM {} t").format(key, registry.ident(table))
+        )
         return cur.fetchone()[0]
 
 
@@ -68,6 +71,8 @@ def test_populate_is_deterministic_per_seed(pg_pair, populated) -> None:
     # ~3 stays and ~5 dispensations per patient (uniform 0..6 and 0..10).
     assert 2.6 * PATIENTS < counts[registry.STAYS] < 3.4 * PATIENTS
     assert 4.5 * PATIENTS < counts[registry.DISPENSATIONS] < 5.5 * PATIENTS
+    assert 0.8 * PATIENTS < counts[registry.ENCOUNTERS] < 1.2 * PATIENTS  # uniform 0..2
+    assert set(counts) == set(registry.TABLES) and len(registry.TABLES) == 4
     assert seconds < 10
     with closing(source.connect(SOURCE_DB)) as a, closing(target.connect(COPY_DB)) as b:
         for table in registry.TABLES:
@@ -161,6 +166,8 @@ def test_writer_log_reduces_to_the_database_state(pg_pair, writer_db, tmp_path: 
         ("insert", registry.DISPENSATIONS),
         ("update", registry.DISPENSATIONS),
         ("delete", registry.DISPENSATIONS),
+        ("insert", registry.ENCOUNTERS),  # the PascalCase table of the second schema
+        ("update", registry.ENCOUNTERS),
     }
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     assert password not in log.read_text() and password not in writer.stderr_path.read_text()
@@ -175,7 +182,10 @@ def test_writer_log_reduces_to_the_database_state(pg_pair, writer_db, tmp_path: 
             # The reduction is the database's own state for every row the writer touched.
             for table, key in present[:50]:
                 column = registry.PRIMARY_KEYS[table][0]
-                cur.execute(f"SELECT * FROM {table} WHERE {column} = %s", (key,))
+                cur.execute(
+                    sql.SQL("SELECT * FROM {} WHERE {} = %s").format(registry.ident(table), sql.Identifier(column)),
+                    (key,),
+                )
                 row = writes_log.row_values([d[0] for d in cur.description], cur.fetchone())
                 assert row == expected[(table, key)]
 

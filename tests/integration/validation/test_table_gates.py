@@ -8,6 +8,7 @@ from contextlib import closing
 from urllib.parse import quote
 
 import pytest
+from psycopg2 import sql
 
 from bascule.exceptions import StoreAccessError
 from bascule.synthetic import registry as sp
@@ -64,9 +65,9 @@ def registry(pg_pair) -> Iterator[dict]:
     with closing(source.connect(SOURCE_DB)) as conn, conn.cursor() as cur:
         counts = {}
         for table in sp.TABLES:
-            cur.execute(f"SELECT count(*) FROM {table}")
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sp.ident(table)))
             counts[table] = cur.fetchone()[0]
-        foreign_keys = pg_gates.read_foreign_keys(conn, ["registry"])
+        foreign_keys = pg_gates.read_foreign_keys(conn, list(sp.SCHEMAS))
     yield {"counts": counts, "foreign_keys": foreign_keys}
     for cluster, name in ((source, SOURCE_DB), (target, SAME_DB), (target, FAULTY_DB)):
         with closing(cluster.connect()) as admin, admin.cursor() as cur:
@@ -75,6 +76,14 @@ def registry(pg_pair) -> Iterator[dict]:
 
 def test_foreign_keys_are_read_from_the_source(registry) -> None:
     assert registry["foreign_keys"] == {
+        "clinical.Encounter": [  # named as the database shows it, referencing across schemas
+            {
+                "name": "FK_Encounter_patients_PatientId",
+                "columns": ["PatientId"],
+                "ref_table": "registry.patients",
+                "ref_columns": ["patient_id"],
+            }
+        ],
         "registry.dispensations": [
             {
                 "name": "dispensations_patient_fk",
@@ -99,12 +108,21 @@ def test_an_identical_copy_passes_every_gate(pg_pair, registry) -> None:
     suite = table_suites.load_table_suite(SUITE)
     result = pg_gates.run_table_suites(_url(target, SAME_DB), [suite], registry["counts"], registry["foreign_keys"])
     assert result.success, result.failure_summary()
-    assert [o.table for o in result.outcomes] == ["registry.patients", "registry.stays", "registry.dispensations"]
+    assert [o.table for o in result.outcomes] == [
+        "registry.patients",
+        "registry.stays",
+        "registry.dispensations",
+        "clinical.Encounter",
+    ]
     expectations = {(o.table, r.expectation) for o in result.outcomes for r in o.results}
     assert ("registry.stays", "expect_table_row_count_to_equal") in expectations
     assert ("registry.stays", "expect_compound_columns_to_be_unique") in expectations
     assert ("registry.stays", pg_gates.FK_EXPECTATION) in expectations
     assert ("registry.dispensations", pg_gates.FK_EXPECTATION) in expectations
+    # The PascalCase table: GX reads it quoted, its orphan query joins across schemas.
+    assert ("clinical.Encounter", "expect_column_values_to_be_in_set") in expectations
+    assert ("clinical.Encounter", pg_gates.FK_EXPECTATION) in expectations
+    assert result.outcomes[3].rows == registry["counts"][sp.ENCOUNTERS] and result.outcomes[3].id_name == "Id"
     patients = result.outcomes[0]
     assert patients.rows == PATIENTS and patients.id_name == "patient_id"
     assert result.target == f"postgresql://postgres:***@127.0.0.1:{target.port}/{SAME_DB}"
@@ -183,6 +201,7 @@ def test_fk_checks_cover_tables_the_suite_does_not_list(pg_pair, registry) -> No
     suite = {"kind": "postgres_tables", "suite": "gates_fk_only", "foreign_keys": "auto", "tables": {}}
     result = pg_gates.run_table_suites(_url(target, FAULTY_DB), [suite], {}, registry["foreign_keys"])
     assert [(o.table, o.success) for o in result.outcomes] == [
+        ("clinical.Encounter", True),  # the PascalCase table's foreign key, across schemas
         ("registry.dispensations", False),
         ("registry.stays", True),
     ]

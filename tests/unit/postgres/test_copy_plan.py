@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from psycopg2 import sql
+
 from bascule.postgres import copy_plan
 from bascule.postgres.catalog import ColumnInfo, TableInfo
 
@@ -28,9 +30,23 @@ def test_split_refusal_names_the_reason() -> None:
 
 def test_a_range_is_half_open_and_round_trips_through_xcom() -> None:
     unit = copy_plan.CopyUnit("registry.t", 10, copy_plan.KeyRange("id", 100, 200, 2, 3))
-    assert unit.range is not None and unit.range.predicate() == "id >= 100 and id < 200"
-    assert copy_plan.KeyRange("id", None, 5, 1, 3).predicate() == "id < 5"
-    assert copy_plan.KeyRange("Key", 5, None, 3, 3).predicate() == '"Key" >= 5'
+    assert unit.range is not None and unit.range.predicate() == sql.SQL(" and ").join(
+        [
+            sql.SQL("{} >= {}").format(sql.Identifier("id"), sql.Literal(100)),
+            sql.SQL("{} < {}").format(sql.Identifier("id"), sql.Literal(200)),
+        ]
+    )
+    assert copy_plan.KeyRange("id", None, 5, 1, 3).predicate() == sql.SQL(" and ").join(
+        [sql.SQL("{} < {}").format(sql.Identifier("id"), sql.Literal(5))]
+    )
+    # The column is an identifier, never text pasted into the condition.
+    assert copy_plan.KeyRange("Key", 5, None, 3, 3).predicate() == sql.SQL(" and ").join(
+        [sql.SQL("{} >= {}").format(sql.Identifier("Key"), sql.Literal(5))]
+    )
+    assert copy_plan.KeyRange("id", None, None, 1, 1).predicate() == sql.Composed([sql.SQL("true")])
     assert copy_plan.CopyUnit.from_item(unit.to_dict()) == unit
     assert copy_plan.CopyUnit.from_item("registry.t") == copy_plan.CopyUnit("registry.t", 0)
     assert unit.evidence_name == "registry.t-range-002of003"
+    # Any table name makes a key an object store takes, one level deep, and still unique.
+    odd = copy_plan.CopyUnit('"my/sch\nema".Enc ounter', 1)
+    assert odd.evidence_name == "%22my%2Fsch%0Aema%22.Enc%20ounter"

@@ -15,7 +15,12 @@ def test_the_demo_suite_loads_and_expands_to_gx_expectations() -> None:
     data = table_suites.load_table_suite("hdh_registry_tables")
     suite = table_suites.parse_table_suite(data)
     assert suite.foreign_keys == "auto"
-    assert [t.table for t in suite.tables] == ["registry.patients", "registry.stays", "registry.dispensations"]
+    assert [t.table for t in suite.tables] == [
+        "registry.patients",
+        "registry.stays",
+        "registry.dispensations",
+        "clinical.Encounter",
+    ]
     stays = suite.tables[1]
     specs = stays.specs(source_rows=42)
     assert specs[0] == {
@@ -28,6 +33,13 @@ def test_the_demo_suite_loads_and_expands_to_gx_expectations() -> None:
     assert specs[-1]["expectation"] == "expect_column_pair_values_a_to_be_greater_than_b"
     # Without a source count, no row count expectation is made up (the run reports it as failed).
     assert all(s["expectation"] != "expect_table_row_count_to_equal" for s in stays.specs(source_rows=None))
+
+
+def test_a_suite_names_tables_in_the_manifest_syntax() -> None:
+    data = {"kind": "postgres_tables", "suite": "x", "tables": {'"public"."t"': {}, '"my.schema"."A ""b"""': {}}}
+    assert [t.table for t in table_suites.parse_table_suite(data).tables] == ["public.t", '"my.schema"."A ""b"""']
+    with pytest.raises(SuiteConfigError, match="use schema.table"):
+        table_suites.parse_table_suite({"kind": "postgres_tables", "suite": "x", "tables": {'"open.t': {}}})
 
 
 def test_suite_problems_are_all_named() -> None:
