@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bascule.governance.policy import CheckResult
+from bascule.identifiers import format_name, parse_name, qualified_name
 
 RUNBOOK = "docs/runbooks.md#postgres-dependency-outside-the-schemas"
 
@@ -74,7 +75,8 @@ left join pg_class rc on d.refclassid = 'pg_class'::regclass and rc.oid = d.refo
 where d.deptype in ('n', 'a')
   and ref.schema is not null
   and ref.schema not in ('pg_catalog', 'information_schema', 'pg_toast')
-  and (ref.schema <> all(%(schemas)s::text[])
+  -- pg_identify_object quotes its schema as SQL would ("ClinicalData"), so compare it quoted.
+  and (ref.schema <> all(select quote_ident(x) from unnest(%(schemas)s::text[]) as x)
        or (d.refclassid = 'pg_class'::regclass and rc.relkind in ('r', 'p') and d.refobjid not in (select oid from scope)))
   and not (d.refclassid = 'pg_class'::regclass and d.refobjid = u.tbl)
   and coalesce(rc.relkind, '') <> 'i'  -- a foreign key's unique index: its table is named already
@@ -87,10 +89,10 @@ order by 1, 2, 3, 6
 class Dependency:
     """One object outside the migrated scope that a table in scope uses."""
 
-    table: str  # schema.table (as the catalog stores the names)
+    table: str  # schema.table in the text form of bascule.identifiers
     used_by: str  # pg_describe_object: "column care of table registry.patients", "default value for column ..."
     kind: str  # pg_identify_object type: "type", "function", "sequence", "collation", "table", ...
-    schema: str
+    schema: str  # as the catalog stores it (unquoted)
     identity: str  # pg_identify_object identity, qualified and quoted as PostgreSQL shows it
     extension: str | None  # the extension the object belongs to (included automatically)
     unlisted_table: bool  # a foreign key's table that is not migrated
@@ -98,7 +100,7 @@ class Dependency:
     def fix(self, schemas: Sequence[str]) -> str:
         if self.unlisted_table and self.schema in schemas:
             return f"add table {self.identity} to source.tables (or drop the foreign key on the source)"
-        return f"add schema {self.schema} to source.schemas"
+        return f"add schema {format_name(self.schema)} to source.schemas"
 
     def describe(self, schemas: Sequence[str]) -> str:
         return f"{self.used_by} uses {self.kind} {self.identity}: {self.fix(schemas)}"
@@ -115,7 +117,7 @@ def find(conn: Any, schemas: Sequence[str], tables: Sequence[tuple[str, str]]) -
         cur.execute(_DEPENDENCIES_SQL, scope_params(schemas, tables))
         rows = cur.fetchall()
     return [
-        Dependency(f"{schema}.{table}", used_by, kind, ref_schema, identity, extension, bool(unlisted))
+        Dependency(qualified_name(schema, table), used_by, kind, parse_name(ref_schema), identity, extension, bool(unlisted))
         for schema, table, used_by, kind, ref_schema, identity, extension, unlisted in rows
     ]
 

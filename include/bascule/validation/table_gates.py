@@ -98,8 +98,10 @@ def _quote(identifier: str) -> str:
 
 
 def _option_value(value: str) -> str:
-    # libpq splits ``options`` on white space; a backslash keeps a space (a schema named "Clinical Data").
-    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+    # The server splits ``options`` on any white space (isspace: space, tab, newline ...); a
+    # backslash keeps the next character, so a schema named "Clinical Data" or one holding a
+    # newline survives as one argument.
+    return "".join("\\" + ch if ch.isspace() or ch == "\\" else ch for ch in value)
 
 
 def _quote_table(qualified: str) -> str:

@@ -147,13 +147,12 @@ def builtin_table_suite(primary_keys: Mapping[str, Sequence[str]]) -> dict[str, 
 
     ``primary_keys`` maps each table in scope (``schema.table`` as the snapshot names it) to
     its primary key columns (empty: a keyless table, checked for its row count only). The
-    table diff, which runs first, compares every row besides. A table whose name is not
-    plain ``schema.table`` (a quoted name) is left to the diff, which names tables itself.
+    table diff, which runs first, compares every row besides. Names are in the text form of
+    ``bascule.identifiers`` (``clinical.Encounter``, ``"my.schema".t``), which the gates
+    quote themselves, so no table is left out for its spelling.
     """
     tables: dict[str, dict[str, Any]] = {}
     for table, key in primary_keys.items():
-        if not QUALIFIED_TABLE.fullmatch(table):
-            continue
         checks: dict[str, Any] = {"row_count": "source"}
         if key:
             checks["not_null"] = list(key)

@@ -4,7 +4,7 @@ Hypothesis draws schema, table, column, enum-type, sequence and role names from 
 legal alphabet (mixed case, spaces, unicode letters, reserved words, ``$``, dots, double
 quotes; at most 63 bytes), builds a small database with them on the throwaway source
 cluster, and runs snapshot -> pre-data -> copy -> post-data -> replication -> catch-up ->
-diff -> cutover -> rollback as tests/integration/postgres/test_pg_phases.py does, without
+validate (diff and built-in gates) -> cutover -> rollback as tests/integration/postgres/test_pg_phases.py does, without
 Airflow. The names that broke before (issue #13) are fixed examples. Each example gets a
 fresh pair of databases and leaves no subscription, slot or database behind.
 """
@@ -213,18 +213,15 @@ def _migrate(source, target, s3_client, names: Names) -> None:
     _wait_ready(workload, sides, pg_phases.overlap_end(copies))
     pg_phases.finish_catch_up(workload, sides, evidence, snapshot)
     validation_phases.wait_until_applied(sides, workload.slot_name())
-    inventory = pg_phases.load_inventory(evidence, snapshot)
-    diffs = validation_phases.diff_tables(sides, inventory, slot=workload.slot_name(), live=False)
-    assert [d.differences for d in diffs] == [[]], validation_phases.describe_differences(diffs)
-    assert diffs[0].source_rows == 300 + 10 - 1
-    # As validate holds the replica for its gates (the suites themselves are not this test's
-    # business): the subscription paused and resumed by name, the source's counts read by table.
-    # Pausing also ends the apply worker, which publishes its table counters, so the cutover's
-    # baseline of target writes includes every replicated change.
-    with validation_phases.replica_held(
-        sides, workload.slot_name(), workload.slot_name(), snapshot["tables"]
-    ) as counts:
-        assert counts == {names.qualified_table: (309, 309)}
+    # validate as the DAG runs it: the segmented diff, then the built-in gates (no suite in the
+    # manifest) with the replica held, which also ends the apply worker so that its table
+    # counters are published before the cutover takes its baseline of target writes.
+    result = validation_phases.validate(workload, sides, evidence, snapshot, run_id, 1, log.append)
+    assert result["diff_ok"] and result["differences"] == 0, result["diff_summary"]
+    assert result["rows"] == 300 + 10 - 1
+    assert result["gates_ok"], result["gates_summary"]
+    assert result["gates_summary"].startswith("built-in gates passed on 1 table(s)"), result["gates_summary"]
+    assert result["source_row_counts"] == {names.qualified_table: [309, 309]}
 
     routing = RoutingRegistry(s3_client, BUCKET)
     record = cutover_phases.cutover(workload, sides, evidence, routing, snapshot, run_id, 1, log.append)
