@@ -14,8 +14,6 @@ from airflow.sdk import BaseOperator
 
 from bascule_airflow.evidence_records import append, chain_for
 
-RUNBOOK = "docs/runbooks.md"
-
 
 class PhaseOperator(BaseOperator):
     """One phase of a workload's migration: the manifest (as validated JSON) travels with the task."""
@@ -32,7 +30,10 @@ class PhaseOperator(BaseOperator):
         return self.phase
 
     def runbook(self) -> str:
-        return f"{RUNBOOK}#{self.runbook_section()}"
+        """A link to the rendered section (served by the control room), not a file path."""
+        from bascule_airflow.links import runbook_url
+
+        return runbook_url(self.runbook_section())
 
     def _fail_or_retry(self, exc: Exception) -> NoReturn:
         """Re-raise ``exc`` as the right Airflow outcome, with the runbook section."""
@@ -127,4 +128,3 @@ def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
     from airflow.sdk import Variable
 
     Variable.set(f"bascule_routing_{workload_id}", json.dumps({"live": live, "location": location}))
-

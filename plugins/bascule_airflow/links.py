@@ -12,6 +12,8 @@ from urllib.parse import quote
 PREFIX = "/bascule"
 # Tasks whose runbook section has another name than the task.
 _SECTION = {"rollback_requested": "rollback", "rollback_after_failed_cutover": "rollback"}
+# Tasks both kinds share (one operator): their section has no kind prefix.
+_SHARED = {"approve_cutover", "wait_for_window"}
 
 
 def base_url() -> str:
@@ -27,7 +29,9 @@ def runbook_url(anchor: str) -> str:
 def phase_anchor(kind: str, task_id: str) -> str:
     """The runbook anchor of a phase task, as each kind's operators name it (``runbook_section``)."""
     section = _SECTION.get(task_id, task_id)
-    return f"postgres-{section.replace('_', '-')}" if kind == "postgres" else section
+    if kind == "postgres" and section not in _SHARED:
+        return f"postgres-{section.replace('_', '-')}"
+    return section
 
 
 def workload_url(workload_id: str, run_id: str | None = None) -> str:

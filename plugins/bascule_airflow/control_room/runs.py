@@ -11,8 +11,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from bascule_airflow.progress import PROGRESS_XCOM_KEY
+
 PHASE_XCOMS = ("snapshot", "validate", "shadow_run", "approve_cutover", "cutover", "verify_evidence", "catch_up")
-PROGRESS_XCOM_KEY = "bascule_progress"
 GATE_TASK = "approve_cutover"
 ROUTING_TASKS = ("cutover", "rollback_requested", "rollback_after_failed_cutover")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bascule_airflow.control_room import runs
+from bascule_airflow.progress import PROGRESS_XCOM_KEY
 
 # The order a workload travels (either kind); the current phase is the last one started.
 PHASES = (
@@ -36,7 +37,7 @@ def progress(values: dict[tuple[str, str, int], Any], tasks: list[dict[str, Any]
     return [
         {"task_id": task, "map_index": index, **value}
         for (task, key, index), value in sorted(values.items())
-        if key == runs.PROGRESS_XCOM_KEY and (task, index) in active and isinstance(value, dict)
+        if key == PROGRESS_XCOM_KEY and (task, index) in active and isinstance(value, dict)
     ]
 
 
@@ -46,7 +47,13 @@ def gate(session: Any, dag_id: str, run_id: str, values: dict[tuple[str, str, in
     request = runs.gate_request(session, dag_id, run_id)
     out = {k: record.get(k) for k in ("outcome", "required", "approved_by", "waiting_for", "deadline", "summary")}
     if result.get("approved_by"):
-        out.update(outcome="approved", approved_by=result["approved_by"], waiting_for=[])
+        # The gate's result is the last word once it passed; its record was written while it waited.
+        from bascule.governance.approvals import GateState
+        from bascule.governance.gate_summary import quorum_line
+
+        state = GateState("approved", list(result["approved_by"]), needed=int(record.get("required") or 0))
+        out.update(outcome="approved", approved_by=state.approved_by, waiting_for=[])
+        out["summary"] = quorum_line(state, list(record.get("eligible") or []))
     out["evidence_digest"] = result.get("evidence_digest") or record.get("evidence_digest")
     out["open"] = bool(request) and not request["response_received"] and out.get("outcome") == "waiting"
     out["body"] = request["body"] if request else None
