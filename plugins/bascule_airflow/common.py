@@ -13,12 +13,15 @@ from typing import Any, NoReturn
 from airflow.sdk import BaseOperator
 
 from bascule_airflow.evidence_records import append, chain_for
+from bascule_airflow.extra_links import PHASE_LINKS
 
 
 class PhaseOperator(BaseOperator):
     """One phase of a workload's migration: the manifest (as validated JSON) travels with the task."""
 
     phase = "phase"
+    # Runbook, control room, evidence and validation reports: links, not paths (bascule_airflow.extra_links).
+    operator_extra_links = PHASE_LINKS
 
     def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
         super().__init__(**kwargs)

@@ -17,6 +17,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, load_manifests
+from bascule_airflow.notifications import failure_notifiers, gate_notifiers
 from bascule_airflow.preflight import PreflightOperator
 
 WORKLOADS_DIR_ENV = "BASCULE_WORKLOADS_DIR"
@@ -78,6 +79,8 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         default_args={"owner": workload.owner},
         params=params,
         render_template_as_native_obj=False,
+        # The manifest's notifications: the operators are e-mailed when a run fails (#15).
+        on_failure_callback=failure_notifiers(workload.model_dump(mode="json")) or None,
     ) as dag:
         preflight = PreflightOperator(
             task_id="preflight",
@@ -214,7 +217,8 @@ def _cutover_tasks(
     from bascule_airflow.maintenance_window import WaitForWindowOperator
 
     approve_cutover = CutoverApprovalOperator(
-        task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0
+        task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0,
+        notifiers=gate_notifiers(args["workload"]),  # the approvers are e-mailed when the gate opens (#15)
     )
     wait_for_window = WaitForWindowOperator(task_id="wait_for_window", **args)
     cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, **args)

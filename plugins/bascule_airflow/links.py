@@ -42,3 +42,8 @@ def workload_url(workload_id: str, run_id: str | None = None) -> str:
 def with_runbook(message: str, anchor: str) -> str:
     """A failure message that ends with the link to its runbook section (for every phase to adopt)."""
     return f"{message}\nRunbook: {runbook_url(anchor)}"
+
+
+def report_url(workload_id: str, run_id: str, report: str) -> str:
+    """A stored report of a run (``evidence``: the auditor's report; ``validation``: parity / table diff)."""
+    return f"{base_url()}/workloads/{quote(workload_id)}/reports/{report}?run={quote(run_id, safe='')}"

@@ -11,6 +11,7 @@ approver and operator and scan every answer for the connections' passwords.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -228,6 +229,14 @@ def _login(browser: Any, stack: AirflowStack, user: str) -> Any:
     return page
 
 
+def _shot(page: Any, name: str) -> None:
+    """``make screenshots`` sets the folder: docs/screenshots shows what these tests saw."""
+    folder = os.environ.get("BASCULE_SCREENSHOTS_DIR")
+    if folder:
+        page.wait_for_timeout(500)  # let the table settle after its last refresh
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
 def _control_room(page: Any) -> Any:
     """The page lives in the iframe Airflow renders for the external view."""
     frame = page.frame_locator("iframe")
@@ -244,6 +253,7 @@ def test_viewer_sees_the_gate_but_no_approve_button(browser: Any, stack: Airflow
     frame.locator("h2", has_text="Approval").wait_for()
     assert ONE_OF_TWO in frame.locator("[data-gate=cr_gate]").inner_text()
     assert frame.locator("#approve").count() == 0 and frame.locator("#reject").count() == 0
+    _shot(page, "workload-viewer.png")
     page.close()
 
 
@@ -265,8 +275,10 @@ def test_approver_approves_from_the_page_and_the_gate_moves(
     page = _login(browser, stack, "approver2")
     frame = _control_room(page)
     assert ONE_OF_TWO in frame.locator("[data-gate=cr_gate]").inner_text()
+    _shot(page, "migrations.png")
     frame.get_by_role("link", name="cr_gate").click()
     frame.locator("#approve").wait_for()
+    _shot(page, "workload-approver.png")
     frame.locator("#reason").fill("second pair of eyes")
     frame.locator("#approve").click()
     frame.get_by_text("Approve recorded").wait_for()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from bascule_airflow.control_room import access
 
@@ -60,6 +60,18 @@ def _find(user: Any, workload_id: str) -> Any:
     raise HTTPException(status.HTTP_404_NOT_FOUND, "no such workload")
 
 
+def _read_evidence(workload: Any, uri: str) -> tuple[bytes, str]:
+    """Read one file of this workload's evidence (never another bucket or workload's prefix)."""
+    from bascule_airflow import clients
+
+    store = clients.evidence_store(workload)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if bucket != store.bucket or not key.startswith(store.prefix):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not this workload's evidence")
+    answer = store.client.get_object(Bucket=bucket, Key=key)
+    return answer["Body"].read(), answer.get("ContentType") or "application/octet-stream"
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Bascule control room", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -104,6 +116,23 @@ def create_app() -> FastAPI:
             row["run"] = view.run_view(session, row["dag_id"], chosen, row["kind"]) if chosen is not None else None
             row["runs"] = runs.recent_runs(session, row["dag_id"])
         return {"user": access.user_name(user), "now": now.isoformat(), "workload": row}
+
+    @app.get("/workloads/{workload_id}/reports/{report}")
+    def stored_report(workload_id: str, report: str, user: User, run: str) -> Response:
+        from airflow.utils.session import create_session
+
+        from bascule_airflow.control_room import runs, view
+
+        if report not in ("evidence", "validation"):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such report")
+        workload = _find(user, workload_id).workload
+        with create_session() as session:
+            uri = view.report_uri(runs.xcoms(session, f"migrate_{workload_id}", run), report, workload)
+        if not uri:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"the run has not written its {report} report yet")
+        body, kind = _read_evidence(workload, uri)
+        # Reports are our own HTML, but served from Airflow's origin: no script may run in them.
+        return Response(body, media_type=kind, headers={"Content-Security-Policy": "sandbox"})
 
     @app.get("/runbooks", response_class=HTMLResponse)
     def runbooks(user: User) -> HTMLResponse:

@@ -98,3 +98,14 @@ def run_view(session: Any, dag_id: str, run: Any, kind: str) -> dict[str, Any]:
         "gate": gate(session, dag_id, run.run_id, values),
         **verdicts(values),
     }
+
+
+def report_uri(values: dict[tuple[str, str, int], Any], report: str, workload: Any) -> str | None:
+    """Where a phase stored the report it names in its XCom (an ``s3://`` URI in the evidence bucket)."""
+    if report == "evidence":
+        return (values.get(("verify_evidence", "return_value", -1)) or {}).get("report")
+    validate = values.get(("validate", "return_value", -1)) or {}
+    if workload.kind == "postgres":
+        return validate.get("diff_uri")
+    key = (validate.get("parity") or {}).get("report_key")
+    return f"s3://{workload.target.bucket}/{key}" if key else None

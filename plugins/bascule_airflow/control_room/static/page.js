@@ -66,10 +66,15 @@ function routingCell(r) {
   return h("div", {}, badge(r.live), r.since ? h("div", { class: "small muted" }, `since ${when(r.since)}`) : null);
 }
 
-function evidenceCell(run) {
+function reportLink(w, run, report, label) {
+  const href = `${BASE}/workloads/${encodeURIComponent(w.id)}/reports/${report}?run=${encodeURIComponent(run.run_id)}`;
+  return h("a", { href, target: "_blank", "data-report": report }, label);
+}
+
+function evidenceCell(w, run) {
   if (!run) return "";
   const e = run.evidence;
-  return h("div", {}, badge(e.chain), e.report ? h("div", { class: "small muted" }, e.report) : null);
+  return h("div", {}, badge(e.chain), e.report ? h("div", { class: "small" }, reportLink(w, run, "evidence", "auditor report")) : null);
 }
 
 function listView(data) {
@@ -88,7 +93,7 @@ function listView(data) {
       h("td", {}, gateCell(w)),
       h("td", {}, windowCell(w.window)),
       h("td", {}, routingCell(w.routing)),
-      h("td", {}, evidenceCell(run)),
+      h("td", {}, evidenceCell(w, run)),
       h("td", {}, run && run.runbook ? h("a", { href: run.runbook, "data-runbook": "1" }, "runbook") : ""));
   });
   return h("div", {},
@@ -160,10 +165,10 @@ function detailView(data) {
       h("h2", {}, "Approval"), gateSection(w, data.user),
       h("h2", {}, "Verdicts"),
       h("table", {}, h("tbody", {},
-        h("tr", {}, h("th", {}, "parity"), h("td", {}, badge(run.parity))),
+        h("tr", {}, h("th", {}, "parity"), h("td", {}, badge(run.parity), " ", run.parity !== "not recorded" ? reportLink(w, run, "validation", "report") : null)),
         h("tr", {}, h("th", {}, "shadow run"), h("td", {}, badge(run.shadow))),
         h("tr", {}, h("th", {}, "write-block at cutover"), h("td", {}, run.write_block_seconds === null ? "not cut over" : seconds(run.write_block_seconds))),
-        h("tr", {}, h("th", {}, "evidence chain"), h("td", {}, evidenceCell(run))))),
+        h("tr", {}, h("th", {}, "evidence chain"), h("td", {}, evidenceCell(w, run))))),
       h("h2", {}, "Phases"), timeline(run),
       h("h2", {}, "Recent runs"),
       h("ul", {}, w.runs.map((r) => h("li", {}, h("a", { href: `?run=${encodeURIComponent(r.run_id)}` }, r.run_id), " ", badge(r.state)))))
