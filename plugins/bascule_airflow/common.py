@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
+from bascule_airflow.assets import record_routing_event
 from bascule_airflow.evidence_records import append, chain_for
 from bascule_airflow.extra_links import PHASE_LINKS
 
@@ -131,3 +132,5 @@ def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
     from airflow.sdk import Variable
 
     Variable.set(f"bascule_routing_{workload_id}", json.dumps({"live": live, "location": location}))
+    # The same fact as an Asset event, for DAGs scheduled on the workload (bascule_airflow.assets).
+    record_routing_event(workload_id, live, location)

@@ -17,6 +17,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, load_manifests
+from bascule_airflow.assets import workload_asset
 from bascule_airflow.notifications import failure_notifiers, gate_notifiers
 from bascule_airflow.preflight import PreflightOperator
 
@@ -198,7 +199,8 @@ def _mode_branches(rollback_operator: type, args: dict[str, Any]) -> tuple[Any, 
         doc_md="Migrate, or only roll back when triggered with rollback=true.",
     )
     rollback_requested = rollback_operator(
-        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}", **args
+        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}",
+        outlets=[workload_asset(args["workload"]["id"])], **args,
     )
     stop_if_dry_run = ShortCircuitOperator(
         task_id="stop_if_dry_run", python_callable=not_dry_run, doc_md="A dry run ends after preflight."
@@ -221,9 +223,11 @@ def _cutover_tasks(
         notifiers=gate_notifiers(args["workload"]),  # the approvers are e-mailed when the gate opens (#15)
     )
     wait_for_window = WaitForWindowOperator(task_id="wait_for_window", **args)
-    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, **args)
+    outlets = [workload_asset(args["workload"]["id"])]  # where the workload lives, as Asset events (#15)
+    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, outlets=outlets, **args)
     rollback_after_failed_cutover = rollback_operator(
-        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", **args
+        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", outlets=outlets,
+        **args,
     )
     return approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover
 

@@ -65,7 +65,7 @@ def test_approvers_are_mailed_when_the_gate_opens(inbox: Inbox) -> None:
     (notifier,) = gate_notifiers(WORKLOAD)
     notifier({"run_id": "manual__2026-12-04"})
     _wait(inbox, 1)
-    (rcpt, message), = inbox.messages
+    ((rcpt, message),) = inbox.messages
     assert rcpt == ["approver1@hospital.example", "approver2@hospital.example"]
     assert message["Subject"] == "[Bascule] approval needed: cutover of snds_extracts to Scaleway"
     body = message.get_payload()[0].get_payload(decode=True).decode()
@@ -79,7 +79,7 @@ def test_the_operators_are_mailed_when_a_run_fails(inbox: Inbox) -> None:
     (notifier,) = failure_notifiers(WORKLOAD)
     notifier({"run_id": "manual__failed"})
     _wait(inbox, 1)
-    (rcpt, message), = inbox.messages
+    ((rcpt, message),) = inbox.messages
     assert rcpt == ["oncall@hospital.example"] and "run failed: snds_extracts" in message["Subject"]
 
 
