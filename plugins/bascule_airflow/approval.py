@@ -171,7 +171,8 @@ class CutoverApprovalOperator(HITLOperator):
                 raise AirflowFailException(
                     f"deadline reached without quorum ({state.describe()}). Runbook: {RUNBOOK}#approve_cutover"
                 )
-        # The body is rendered again so the approvers see the new quorum state ("1 of 2 ...").
+        # Publishes the new quorum record ("1 of 2 ...") the control room shows; Airflow keeps the
+        # request's first body on this upsert, so Required Actions still shows the opening state.
         eligible = [a for a in rules.approvers if a != triggered_by]
         self.body = self._body(context, digest, state, eligible, gate.get("deadline"))
         upsert_hitl_detail(

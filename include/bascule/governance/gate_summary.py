@@ -54,9 +54,14 @@ def verdict(recorded: dict[str, Any] | None, key: str) -> str:
 def render_gate_body(description: str, state: GateState, eligible: list[str], evidence: EvidenceSummary) -> str:
     """The gate's Markdown body: quorum state first (what the approver must know), then the evidence."""
     report = f"[auditor report]({evidence.report_url})" if evidence.report_url else "written when the run completes"
+    live = f" ([live state]({evidence.report_url}))" if evidence.report_url else ""
     return "\n".join(
         [
             f"**Quorum: {quorum_line(state, eligible)}**",
+            "",
+            # Airflow 3.3.2 keeps a HITL request's first body when the gate asks again, so this
+            # line is the state when the gate opened; the control room shows it as it is now.
+            f"_(when this gate opened; the control room shows who has approved since{live})_",
             "",
             "| evidence summary | |",
             "|---|---|",
