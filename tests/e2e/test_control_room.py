@@ -217,7 +217,11 @@ def test_no_secret_in_any_answer(stack: AirflowStack, runs: dict[str, str]) -> N
     secrets_ = [CANARY, devstack.AZURITE_KEY, devstack.S3_SECRET_KEY, *stack.passwords().values()]
     for user in USERS:
         token = stack.api(user).token
-        for path in (*ROUTES, f"/bascule/api/workloads/cr_gate?run={runs['gate']}", "/bascule/api/workloads/cr_fail"):
+        for path in (
+            *ROUTES,
+            f"/bascule/api/workloads/cr_gate?run={quote(runs['gate'], safe='')}",
+            "/bascule/api/workloads/cr_fail",
+        ):
             status, text = _raw(stack, path, token)
             assert status == 200, (user, path, status)
             leaked = [s[:6] + "..." for s in secrets_ if s in text]
@@ -328,7 +332,7 @@ def test_after_the_cutover_the_page_links_and_asset_say_where_the_workload_lives
     # The buttons on a phase task, and the reports they open (served from the workload's evidence).
     links = operator.get(
         f"/api/v2/dags/migrate_cr_gate/dagRuns/{quote(runs['gate'], safe='')}/taskInstances/validate/links"
-    )
+    )["extra_links"]
     assert links["Runbook"].endswith("/bascule/runbooks#validate")
     assert "/bascule/workloads/cr_gate?run=" in links["Control room"]
     token = stack.api("viewer").token
