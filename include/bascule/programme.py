@@ -38,6 +38,7 @@ def window_summary(workload: ObjectStoreWorkload | PostgresWorkload, now: pendul
         "days": list(window.days),
         "start": window.start.strftime("%H:%M"),
         "end": window.end.strftime("%H:%M"),
+        "open_now": opening <= now,  # next_window_opening returns ``now`` itself while the window is open
         "next_opening_utc": opening.in_timezone("UTC").isoformat(),
         "next_opening_local": opening.in_timezone(window.timezone).format("ddd YYYY-MM-DD HH:mm zz"),
     }

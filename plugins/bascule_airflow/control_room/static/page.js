@@ -58,7 +58,7 @@ function gateCell(row) {
 
 function windowCell(w) {
   return h("div", {},
-    h("div", {}, w.next_opening_local),
+    h("div", {}, w.open_now ? `open now (until ${w.end} ${w.timezone})` : w.next_opening_local),
     h("div", { class: "small muted" }, `your time: ${when(w.next_opening_utc)} · ${w.days.length} day(s), ${w.start}-${w.end}`));
 }
 
