@@ -31,14 +31,30 @@ def current_phase(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda t: PHASES.index(t["task_id"])) if done else None
 
 
+MAPPED_UNITS = {"transfer": "shards", "copy_table": "tables"}
+
+
+def mapped_progress(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A mapped phase still at work, counted from its task instances: ``3/7 tables done``."""
+    rows = []
+    for task_id, unit in MAPPED_UNITS.items():
+        mapped = [t for t in tasks if t["task_id"] == task_id and t["map_index"] >= 0]
+        done = sum(t["state"] == "success" for t in mapped)
+        if mapped and done < len(mapped) and any(t["state"] not in ("failed", "upstream_failed") for t in mapped):
+            line = f"{done}/{len(mapped)} {unit} done"
+            rows.append({"task_id": task_id, "map_index": -1, "done": done, "total": len(mapped), "line": line})
+    return rows
+
+
 def progress(values: dict[tuple[str, str, int], Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The progress records of tasks still at work (a finished task's result says the rest)."""
     active = {(t["task_id"], t["map_index"]) for t in tasks if t["state"] in ("running", "deferred", "up_for_retry")}
-    return [
+    published = [
         {"task_id": task, "map_index": index, **value}
         for (task, key, index), value in sorted(values.items())
         if key == PROGRESS_XCOM_KEY and (task, index) in active and isinstance(value, dict)
     ]
+    return mapped_progress(tasks) + published
 
 
 def gate(session: Any, dag_id: str, run_id: str, values: dict[tuple[str, str, int], Any]) -> dict[str, Any]:
