@@ -247,7 +247,8 @@ def browser() -> Iterator[Any]:
 def _login(browser: Any, stack: AirflowStack, user: str) -> Any:
     """Sign in through Airflow's own login form, then open Migrations from the navigation."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(20_000)
+    # Generous: on a shared 2-core machine the Airflow UI's first load alone has taken over 20 s.
+    page.set_default_timeout(60_000)
     page.goto(f"{stack.url}/")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", stack.passwords()[user])
