@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.bascule-installed
 # pip's own noise about this machine's extra find-links folders is not ours to show.
 PIP_QUIET := 2> >(grep -v "^WARNING: Location" >&2)
 
-.PHONY: help setup demo down test test-fast lint bench bench-scale clean
+.PHONY: help setup demo down test test-fast lint bench bench-scale screenshots clean
 
 help:
 	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
@@ -57,6 +57,10 @@ test: setup lint
 
 test-fast: setup
 	$(PY) -m pytest -m unit
+
+# docs/screenshots/*.png, taken by the control room's browser tests (scripts/screenshots.py).
+screenshots: setup
+	$(PY) scripts/screenshots.py
 
 bench: setup
 	$(PY) bench/parse.py

@@ -199,6 +199,20 @@ class Approvals(_Strict):
         return required
 
 
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+
+
+class Notifications(_Strict):
+    """Who is told what by e-mail (docs/workloads.md#notifications); empty lists send nothing."""
+
+    smtp_conn_id: ConnId = "smtp_default"
+    from_email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN)] | None = None
+    # Told when the cutover gate opens (and asks them to approve).
+    approvers: list[Annotated[str, StringConstraints(pattern=EMAIL_PATTERN)]] = Field(default_factory=list)
+    # Told when a run fails (the operators, on-call).
+    on_failure: list[Annotated[str, StringConstraints(pattern=EMAIL_PATTERN)]] = Field(default_factory=list)
+
+
 class MaintenanceWindow(_Strict):
     timezone: str
     days: list[Literal[WEEKDAYS]] = Field(min_length=1)  # type: ignore[valid-type]
@@ -315,6 +329,7 @@ class _WorkloadBase(_Strict):
     approvals: Approvals
     cutover: Cutover
     policy: Policy = Field(default_factory=Policy)
+    notifications: Notifications = Field(default_factory=Notifications)
 
 
 class ObjectStoreWorkload(_WorkloadBase):

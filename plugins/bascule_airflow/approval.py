@@ -65,17 +65,12 @@ class CutoverApprovalOperator(HITLOperator):
         self.workload = workload
         self.describe_cutover = describe_cutover
 
-    def _body(self, context: Any, digest: str, state_line: str) -> str:
-        approvals = self.workload["approvals"]
-        return "\n".join(
-            [
-                self.describe_cutover(context),
-                "",
-                f"**Evidence digest** `{digest}` (your approval is bound to it; if the evidence changes, "
-                "approvals given on it are void and the gate asks again).",
-                f"**Quorum**: {approvals['required']} distinct approver(s) among {', '.join(approvals['approvers'])}; "
-                "the user who triggered the run cannot approve it. " + state_line,
-            ]
+    def _body(self, context: Any, digest: str, state: Any, eligible: list[str], deadline: str | None) -> str:
+        # Rendering (and the record the control room reads) lives in gate_view, owned by #15.
+        from bascule_airflow.gate_view import publish_gate
+
+        return publish_gate(
+            context, self.workload["id"], self.describe_cutover(context), state, eligible, digest, deadline
         )
 
     def execute(self, context: Any) -> Any:
@@ -114,7 +109,8 @@ class CutoverApprovalOperator(HITLOperator):
             # Approvals already recorded on this very evidence (the task was cleared): nothing to ask.
             self.log.info("already %s on evidence %s", state.describe(), digest[:12])
             return {"approved_by": state.approved_by, "evidence_digest": digest}
-        self.body = self._body(context, digest, state.describe())
+        deadline = (opened + self.response_timeout).isoformat() if self.response_timeout else None
+        self.body = self._body(context, digest, state, eligible, deadline)
         self.log.info("asking %s for %d approval(s) on evidence %s", eligible, rules.required, digest)
         return super().execute(context)
 
@@ -175,6 +171,10 @@ class CutoverApprovalOperator(HITLOperator):
                 raise AirflowFailException(
                     f"deadline reached without quorum ({state.describe()}). Runbook: {RUNBOOK}#approve_cutover"
                 )
+        # Publishes the new quorum record ("1 of 2 ...") the control room shows; Airflow keeps the
+        # request's first body on this upsert, so Required Actions still shows the opening state.
+        eligible = [a for a in rules.approvers if a != triggered_by]
+        self.body = self._body(context, digest, state, eligible, gate.get("deadline"))
         upsert_hitl_detail(
             ti_id=context["task_instance"].id,
             options=self.options,

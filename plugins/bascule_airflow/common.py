@@ -12,15 +12,17 @@ from typing import Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
+from bascule_airflow.assets import record_routing_event
 from bascule_airflow.evidence_records import append, chain_for
-
-RUNBOOK = "docs/runbooks.md"
+from bascule_airflow.extra_links import PHASE_LINKS
 
 
 class PhaseOperator(BaseOperator):
     """One phase of a workload's migration: the manifest (as validated JSON) travels with the task."""
 
     phase = "phase"
+    # Runbook, control room, evidence and validation reports: links, not paths (bascule_airflow.extra_links).
+    operator_extra_links = PHASE_LINKS
 
     def __init__(self, *, workload: dict[str, Any], manifest_path: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -32,7 +34,10 @@ class PhaseOperator(BaseOperator):
         return self.phase
 
     def runbook(self) -> str:
-        return f"{RUNBOOK}#{self.runbook_section()}"
+        """A link to the rendered section (served by the control room), not a file path."""
+        from bascule_airflow.links import runbook_url
+
+        return runbook_url(self.runbook_section())
 
     def _fail_or_retry(self, exc: Exception) -> NoReturn:
         """Re-raise ``exc`` as the right Airflow outcome, with the runbook section."""
@@ -127,4 +132,5 @@ def mirror_routing_variable(workload_id: str, live: str, location: str) -> None:
     from airflow.sdk import Variable
 
     Variable.set(f"bascule_routing_{workload_id}", json.dumps({"live": live, "location": location}))
-
+    # The same fact as an Asset event, for DAGs scheduled on the workload (bascule_airflow.assets).
+    record_routing_event(workload_id, live, location)

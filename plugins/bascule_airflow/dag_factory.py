@@ -17,6 +17,8 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, load_manifests
+from bascule_airflow.assets import workload_asset
+from bascule_airflow.notifications import failure_notifiers, gate_notifiers
 from bascule_airflow.preflight import PreflightOperator
 
 WORKLOADS_DIR_ENV = "BASCULE_WORKLOADS_DIR"
@@ -78,6 +80,8 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         default_args={"owner": workload.owner},
         params=params,
         render_template_as_native_obj=False,
+        # The manifest's notifications: the operators are e-mailed when a run fails (#15).
+        on_failure_callback=failure_notifiers(workload.model_dump(mode="json")) or None,
     ) as dag:
         preflight = PreflightOperator(
             task_id="preflight",
@@ -195,7 +199,8 @@ def _mode_branches(rollback_operator: type, args: dict[str, Any]) -> tuple[Any, 
         doc_md="Migrate, or only roll back when triggered with rollback=true.",
     )
     rollback_requested = rollback_operator(
-        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}", **args
+        task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}",
+        outlets=[workload_asset(args["workload"]["id"])], **args,
     )
     stop_if_dry_run = ShortCircuitOperator(
         task_id="stop_if_dry_run", python_callable=not_dry_run, doc_md="A dry run ends after preflight."
@@ -214,12 +219,15 @@ def _cutover_tasks(
     from bascule_airflow.maintenance_window import WaitForWindowOperator
 
     approve_cutover = CutoverApprovalOperator(
-        task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0
+        task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0,
+        notifiers=gate_notifiers(args["workload"]),  # the approvers are e-mailed when the gate opens (#15)
     )
     wait_for_window = WaitForWindowOperator(task_id="wait_for_window", **args)
-    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, **args)
+    outlets = [workload_asset(args["workload"]["id"])]  # where the workload lives, as Asset events (#15)
+    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, outlets=outlets, **args)
     rollback_after_failed_cutover = rollback_operator(
-        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", **args
+        task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", outlets=outlets,
+        **args,
     )
     return approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover
 

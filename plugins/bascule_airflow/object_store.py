@@ -14,6 +14,7 @@ from typing import Any
 
 from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, SnapshotPhaseOperator, mirror_routing_variable
 from bascule_airflow.evidence_records import append
+from bascule_airflow.progress import progress_reporter
 from bascule_airflow.quorum import require_quorum
 
 
@@ -101,7 +102,13 @@ class TransferShardOperator(_SnapshotPhase):
         target = self._target(workload)
         started = time.monotonic()
 
+        # The control room's progress bar and the `done/total (pct%) rate ETA` line (bascule_airflow.progress).
+        shard_log = lambda line: self.log.info("shard %d: %s", self.shard_index, line)  # noqa: E731
+        reporter = progress_reporter(context, "objects", log=shard_log)
+
         def progress(p: Any) -> None:
+            reporter.total, reporter.bytes_total = p.objects_total, p.bytes_total
+            reporter.update(p.objects_done, p.bytes_done)
             self.log.info("shard %d: %s", self.shard_index, p.describe())
 
         try:

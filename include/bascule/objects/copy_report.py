@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from bascule.progress import fmt_bytes as _fmt_bytes  # one formatter for every progress line
+
 Status = Literal["copied", "skipped", "failed"]
 
 
@@ -113,17 +115,6 @@ class Progress:
             f"{objects} objects (copied {self.copied:,}, skipped {self.skipped:,}, failed {self.failed:,}), "
             f"{size}, {self.rate_mb_s:.1f} MB/s{eta}"
         )
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def _fmt_duration(seconds: float | None) -> str:

@@ -1,0 +1,26 @@
+"""A phase's progress, published where the control room reads it: an XCom of the running task.
+
+Why an XCom (docs/architecture.md#progress): it is per task instance and map index, the API
+server reads it under the same DAG permissions as the rest, a retry clears it, and it is
+small. The reporter bounds the rate (one write per ``publish_every`` seconds per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+PROGRESS_XCOM_KEY = "bascule_progress"
+
+
+def progress_reporter(
+    context: Any, unit: str, *, total: int | None = None, bytes_total: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:  # fmt: skip
+    from bascule.progress import ProgressReporter
+
+    ti = context["ti"]
+    return ProgressReporter(
+        total=total, unit=unit, bytes_total=bytes_total, log=log,
+        publish=lambda record: ti.xcom_push(key=PROGRESS_XCOM_KEY, value=record),
+    )  # fmt: skip
