@@ -16,6 +16,7 @@ from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, Snapsho
 from bascule_airflow.evidence_records import append
 from bascule_airflow.progress import progress_reporter
 from bascule_airflow.quorum import require_quorum
+from bascule_airflow.xcoms import mapped_results
 
 
 class _ObjectStorePhase(PhaseOperator):
@@ -220,7 +221,7 @@ def describe_cutover(context: Any) -> str:
     """What the approver sees for an object-store workload: the evidence the cutover rests on."""
     ti = context["ti"]
     snapshot = ti.xcom_pull(task_ids="snapshot") or {}
-    shards = [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s]
+    shards = mapped_results(ti, "transfer")
     validate = ti.xcom_pull(task_ids="validate") or {}
     shadow = ti.xcom_pull(task_ids="shadow_run") or {}
     copied = sum(s["copied"] for s in shards)
@@ -378,7 +379,7 @@ class RecordCompletionOperator(_ObjectStorePhase):
             "workload": workload.id,
             "run_id": context["run_id"],
             "snapshot": ti.xcom_pull(task_ids="snapshot"),
-            "transfer": [s for s in (ti.xcom_pull(task_ids="transfer") or []) if s],
+            "transfer": mapped_results(ti, "transfer"),
             "validate": ti.xcom_pull(task_ids="validate"),
             "shadow_run": ti.xcom_pull(task_ids="shadow_run"),
             "approval": ti.xcom_pull(task_ids="approve_cutover"),

@@ -18,6 +18,7 @@ from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, Snapsho
 from bascule_airflow.evidence_records import append
 from bascule_airflow.postgres_trigger import ReplicationCaughtUpTrigger
 from bascule_airflow.quorum import require_quorum
+from bascule_airflow.xcoms import mapped_results
 
 
 class _PostgresPhase(PhaseOperator):
@@ -485,7 +486,7 @@ class PgCompleteOperator(_SnapshotPhase):
                     "cutover",
                 )
             },  # fmt: skip
-            "copy": [c for c in (ti.xcom_pull(task_ids="copy_table") or []) if c],
+            "copy": mapped_results(ti, "copy_table"),
         }
         key = self._record_completion(
             context, self._evidence(workload), f"runs/{run_key(context['run_id'])}/completed-try{ti.try_number}.json",
@@ -499,7 +500,7 @@ def describe_cutover(context: Any) -> str:
     """What the approver sees for a postgres workload: the evidence the cutover rests on."""
     ti = context["ti"]
     snapshot = ti.xcom_pull(task_ids="snapshot") or {}
-    copies = [c for c in (ti.xcom_pull(task_ids="copy_table") or []) if c]
+    copies = mapped_results(ti, "copy_table")
     catch_up = ti.xcom_pull(task_ids="catch_up") or {}
     validate = ti.xcom_pull(task_ids="validate") or {}
     shadow = ti.xcom_pull(task_ids="shadow_run") or {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bascule_airflow.xcoms import mapped_results
+
 RUNBOOK = "docs/runbooks.md"
 
 # The XComs each kind's approver is shown; their digest binds the approvals.
@@ -26,10 +28,8 @@ def gate_evidence(context: Any, kind: str) -> dict[str, Any]:
     ti = context["ti"]
     evidence: dict[str, Any] = {}
     for task_id in EVIDENCE_TASKS[kind]:
-        value = ti.xcom_pull(task_ids=task_id)
-        if task_id in ("transfer", "copy_table"):
-            value = [v for v in (value or []) if v]
-        evidence[task_id] = value
+        mapped = task_id in ("transfer", "copy_table")
+        evidence[task_id] = mapped_results(ti, task_id) if mapped else ti.xcom_pull(task_ids=task_id)
     return evidence
 
 
