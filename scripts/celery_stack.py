@@ -184,8 +184,9 @@ class CeleryStack:
 
     def env(self, worker: str | None = None) -> dict[str, str]:
         secrets_env = ensure_env_file(self.config.env_file)
+        inherited = {k: v for k, v in os.environ.items() if k != "AIRFLOW_VAR_BASCULE_DEPLOYMENT"}
         env = {
-            **os.environ,
+            **inherited,
             "PATH": f"{devstack.VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             # Processes import this checkout's code, whichever checkout runs the script.
             "PYTHONPATH": os.pathsep.join(str(ROOT / part) for part in ("include", "plugins", "scripts")),
@@ -290,6 +291,9 @@ class CeleryStack:
             self.stop()
             raise
 
+    def restart(self, name: str) -> int:
+        return self.start_worker(name) if name in WORKERS else self._spawn(name)
+
     def _spawn(self, name: str) -> int:
         argv = {
             "api-server": [AIRFLOW_BIN, "api-server", "--host", "127.0.0.1", "--port", str(self.config.api_port)],
@@ -297,7 +301,7 @@ class CeleryStack:
             "dag-processor": [AIRFLOW_BIN, "dag-processor"],
             "triggerer": [AIRFLOW_BIN, "triggerer", "--skip-serve-logs"],
         }[name]
-        return devstack.spawn_background(name, argv, self.config.state_dir, env=self.env())
+        return devstack.spawn_background(name, argv, self.config.state_dir, env=self.env(), inherit=False)
 
     def start_worker(self, worker: str) -> int:
         argv = [
@@ -307,7 +311,7 @@ class CeleryStack:
             # Two workers on one host would both bind 8793; they share the log folder instead.
             "--skip-serve-logs",
         ]  # fmt: skip
-        return devstack.spawn_background(worker, argv, self.config.state_dir, env=self.env(worker))
+        return devstack.spawn_background(worker, argv, self.config.state_dir, env=self.env(worker), inherit=False)
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -366,9 +370,9 @@ class CeleryStack:
         except redis.RedisError:
             pass
 
-    def kill_worker(self, worker: str) -> list[int]:
-        """``kill -9`` a worker's whole process tree (its task processes included), as a crash would."""
-        pid = int((self.config.state_dir / f"{worker}.pid").read_text())
+    def kill(self, name: str) -> list[int]:
+        """``kill -9`` a component's whole process tree (a worker's task processes too), as a crash would."""
+        pid = int((self.config.state_dir / f"{name}.pid").read_text())
         tree = [pid, *devstack._descendants(pid)]
         for member in tree:
             try:
