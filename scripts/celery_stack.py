@@ -11,7 +11,8 @@ missing and dropped by ``down``; the broker is one Redis db number.
 Secrets (Fernet key, API secret, JWT secret, user passwords) are generated once into an
 uncommitted ``.env`` (mode 0600) and reused. Nothing secret is passed on a command line.
 
-Usage: python scripts/celery_stack.py up|down|status [--state-dir DIR] [--api-port N] ...
+Usage: python scripts/celery_stack.py up|down|status|env [--state-dir DIR] [--api-port N] ...
+(``env`` only writes the ``.env``, for docker-compose.yaml.)
 """
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ def ensure_env_file(path: Path) -> dict[str, str]:
         "AIRFLOW__API__SECRET_KEY": lambda: secrets.token_urlsafe(32),
         "AIRFLOW__API_AUTH__JWT_SECRET": lambda: secrets.token_urlsafe(32),
         "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
+        # docker-compose.yaml's metadata database, MinIO and PostgreSQL stand-ins.
         "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
+        "MINIO_ROOT_PASSWORD": lambda: secrets.token_urlsafe(24),
+        "PG_SOURCE_PASSWORD": lambda: secrets.token_urlsafe(24),
+        "PG_TARGET_PASSWORD": lambda: secrets.token_urlsafe(24),
         **{f"BASCULE_{user.upper()}_PASSWORD": (lambda: secrets.token_urlsafe(18)) for user in USERS},
     }
     missing = {key: make() for key, make in generated.items() if not values.get(key)}
@@ -429,7 +434,7 @@ def config_from_args(args: argparse.Namespace) -> StackConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "_fab-init"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "_fab-init"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE)
     parser.add_argument("--api-port", type=int, default=8091)
@@ -440,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "_fab-init":
         fab_init(args.env_file)
+        return 0
+    if args.command == "env":
+        ensure_env_file(args.env_file)
+        print(f"secrets in {args.env_file} (mode 0600; never commit it)")
         return 0
     stack = CeleryStack(config_from_args(args))
     if args.command == "up":
