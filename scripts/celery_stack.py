@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -243,7 +244,9 @@ class CeleryStack:
                 "Start Redis or pass --redis-port; nothing was started."
             ) from None
         try:
-            psycopg2.connect(host=c.pg_host, port=c.pg_port, user=c.pg_user, dbname="postgres", connect_timeout=3).close()
+            psycopg2.connect(
+                host=c.pg_host, port=c.pg_port, user=c.pg_user, dbname="postgres", connect_timeout=3
+            ).close()
         except psycopg2.Error as exc:
             raise StackError(
                 f"the metadata database server (PostgreSQL at {c.pg_host}:{c.pg_port}, user {c.pg_user}) is "
@@ -414,6 +417,17 @@ def fab_init(env_file: Path) -> None:
                     user, user, "Bascule", f"{user}@bascule.invalid", sm.find_role(role_name),
                     passwords[f"BASCULE_{user.upper()}_PASSWORD"],
                 )  # fmt: skip
+
+
+def who_ran_what(api: Api, dag_id: str, run_id: str) -> list[dict]:
+    """Each task instance of the run with the worker (its recorded hostname) that ran it; printed."""
+    answer = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=500")
+    rows = sorted(answer["task_instances"], key=lambda ti: (ti.get("start_date") or "", ti["map_index"]))
+    print(f"\n{dag_id} {run_id}: which worker ran what")
+    for ti in rows:
+        name = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+        print(f"  {name:<28} try {ti['try_number']}  {ti['state'] or '-':<15} {ti.get('hostname') or '-'}")
+    return rows
 
 
 # -- command line --------------------------------------------------------------------------

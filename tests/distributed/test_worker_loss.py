@@ -21,7 +21,8 @@ import pytest
 from airflow_stack import ApiError
 from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
 from bascule.synthetic.snds import SMALL, upload_to_azure
-from dist_support import OBJECT_WORKLOAD, ROOT, bucket_name, container_name, who_ran_what
+from celery_stack import who_ran_what
+from dist_support import OBJECT_WORKLOAD, ROOT, bucket_name, container_name
 
 pytestmark = pytest.mark.distributed
 
