@@ -35,7 +35,7 @@ from typing import Any
 
 import devstack
 import pgclusters
-from airflow_stack import Api
+from airflow_stack import Api, api_healthy
 
 ROOT = devstack.ROOT
 DEFAULT_STATE_DIR = ROOT / ".bascule" / "celery"
@@ -69,6 +69,8 @@ SETTINGS = {
     # retried (the DAG's retries: 2, from 30 s backoff). 300 s by default; 30 s keeps a lost
     # worker's shard from waiting five minutes and is far above a live task's heartbeat (5 s).
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    # How often the scheduler looks for such task instances (default 10 s).
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
     "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
 }
@@ -332,15 +334,7 @@ class CeleryStack:
             time.sleep(2)
 
     def healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as response:
-                body = json.load(response)
-        except (OSError, ValueError):
-            return False
-        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        return all(body.get(part, {}).get("status") == "healthy" for part in parts)
+        return api_healthy(self.url, ("metadatabase", "scheduler", "triggerer", "dag_processor"))
 
     def create_roles_and_users(self) -> None:
         """The project's roles (deploy/fab-roles.json) and one user per entry of USERS, in one process."""
@@ -426,8 +420,19 @@ def who_ran_what(api: Api, dag_id: str, run_id: str) -> list[dict]:
     print(f"\n{dag_id} {run_id}: which worker ran what")
     for ti in rows:
         name = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
-        print(f"  {name:<28} try {ti['try_number']}  {ti['state'] or '-':<15} {ti.get('hostname') or '-'}")
+        seconds = f"{ti['duration']:6.1f} s" if ti.get("duration") else "       -"
+        print(f"  {name:<30} try {ti['try_number']}  {ti['state'] or '-':<15} {seconds}  {ti.get('hostname') or '-'}")
     return rows
+
+
+def start_or_explain(stack: CeleryStack, who: str) -> bool:
+    """Start the stack; on a start failure print what failed (and that nothing is left running)."""
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 # -- command line --------------------------------------------------------------------------
@@ -466,10 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stack = CeleryStack(config_from_args(args))
     if args.command == "up":
-        try:
-            stack.start()
-        except StackError as exc:
-            print(f"celery stack: {exc}", file=sys.stderr)
+        if not start_or_explain(stack, "celery stack"):
             return 2
         print(f"Airflow (CeleryExecutor, 2 workers) at {stack.url}; logins in {stack.config.env_file}")
     elif args.command == "down":

@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 
 import demo
-
 import devstack
 from celery_stack import (
     DEFAULT_STATE_DIR,
     WORKERS,
     CeleryStack,
     StackConfig,
-    StackError,
     config_from_args,
+    start_or_explain,
     who_ran_what,
 )
 
@@ -78,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         CeleryStack(config_from_args(previous)).stop()
     stack = CeleryStack(StackConfig(state_dir=args.state_dir, api_port=args.api_port).resolved())
     print("Starting the distributed stack (CeleryExecutor, Redis, PostgreSQL metadata DB, FAB, two workers)...")
-    try:
-        stack.start()
-    except StackError as exc:
-        print(f"demo-distributed: {exc}", file=sys.stderr)
+    if not start_or_explain(stack, "demo-distributed"):
         return 2
     print(f"Airflow at {stack.url}: {', '.join(name for name, up in stack.status().items() if up)}")
     return run(stack)

@@ -17,6 +17,6 @@ from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
 
 class BasculeFabAuthManager(FabAuthManager):
     def is_authorized_hitl_task(self, *, assigned_users: set[str], user: Any) -> bool:
-        # The gate's assigned ids ARE user names (approval.py); an id match is kept for
-        # assignments made by other HITL tasks that use FAB's numeric ids.
-        return user.get_name() in assigned_users or user.get_id() in assigned_users
+        # The gate's assigned ids ARE user names (approval.py). No fallback to the numeric id:
+        # a manifest naming "3" must never admit whoever happens to be row 3 of ab_user.
+        return user.get_name() in assigned_users

@@ -20,6 +20,11 @@ from celery_stack import CeleryStack, StackConfig
 from dist_support import OBJECT_WORKLOAD, REDIS_DB, object_manifest
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Distributed tests run last: the session's Celery stack then never idles beside the other tests."""
+    items.sort(key=lambda item: item.get_closest_marker("distributed") is not None)
+
+
 @pytest.fixture(scope="session")
 def celery_stack(session_dir: Path) -> Iterator[CeleryStack]:
     workloads = session_dir / "distributed-workloads"

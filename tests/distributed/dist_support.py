@@ -13,19 +13,13 @@ OBJECT_WORKLOAD = "dist_objects"
 REDIS_DB = 11
 
 
-def container_name(workload: str) -> str:
-    return workload.replace("_", "-") + "-src"
-
-
-def bucket_name(workload: str) -> str:
-    return workload.replace("_", "-") + "-dst"
+CONTAINER, BUCKET = "dist-objects-src", "dist-objects-dst"
 
 
 def object_manifest() -> dict:
     data = json.loads(json.dumps(TEMPLATE))
     data["id"] = OBJECT_WORKLOAD
-    data["source"]["container"] = container_name(OBJECT_WORKLOAD)
-    data["target"]["bucket"] = bucket_name(OBJECT_WORKLOAD)
+    data["source"]["container"], data["target"]["bucket"] = CONTAINER, BUCKET
     # Four shards over two workers of two slots; two threads each keep a shard slow enough
     # for a worker to be killed in the middle of it.
     data["transfer"] = {"shards": 4, "concurrency": 2, "part_size_mib": 5}

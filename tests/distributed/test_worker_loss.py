@@ -22,7 +22,7 @@ from airflow_stack import ApiError
 from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
 from bascule.synthetic.snds import SMALL, upload_to_azure
 from celery_stack import who_ran_what
-from dist_support import OBJECT_WORKLOAD, ROOT, bucket_name, container_name
+from dist_support import BUCKET, CONTAINER, OBJECT_WORKLOAD, ROOT
 
 pytestmark = pytest.mark.distributed
 
@@ -59,7 +59,7 @@ def _running_transfers(api) -> list[dict]:
 
 
 def test_a_worker_killed_mid_transfer_loses_and_duplicates_nothing(celery_stack, stack_operator, stack_s3, stack_azure):
-    source = stack_azure.get_container_client(container_name(OBJECT_WORKLOAD))
+    source = stack_azure.get_container_client(CONTAINER)
     started = time.monotonic()
     objects = list(generate_migration_demo(SMALL, DOCUMENTS))
     seeded = upload_to_azure(source, objects)
@@ -69,7 +69,7 @@ def test_a_worker_killed_mid_transfer_loses_and_duplicates_nothing(celery_stack,
     RUN["run_id"] = run_id = stack_operator.trigger(DAG, {"dry_run": False, "rollback": False})
 
     # Kill the worker of a running shard once a fifth of the objects are on the target.
-    bucket = bucket_name(OBJECT_WORKLOAD)
+    bucket = BUCKET
     deadline = time.monotonic() + 240
     while _copied_so_far(stack_s3, bucket) < seeded.count // 5 or not _running_transfers(stack_operator):
         assert time.monotonic() < deadline, stack_operator.failure_report(DAG, run_id)
