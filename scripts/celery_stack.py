@@ -290,6 +290,8 @@ class CeleryStack:
                 cluster.start()
             self.create_database()
             self.airflow("db", "migrate")
+            # This stack only ever talks to the local stand-ins (plain HTTP): it declares local
+            # development the one way the policy accepts, a Variable in the database.
             self.airflow("variables", "set", "bascule_deployment", "local-development")
             self.create_roles_and_users()
             for name in CORE:
@@ -338,10 +340,12 @@ class CeleryStack:
 
     def create_roles_and_users(self) -> None:
         """The project's roles (deploy/fab-roles.json) and one user per entry of USERS, in one process."""
-        subprocess.run(
+        result = subprocess.run(
             [sys.executable, __file__, "_fab-init", "--env-file", str(self.config.env_file)],
-            env=self.env(), check=True, timeout=300, cwd=ROOT, capture_output=True,
+            env=self.env(), timeout=300, cwd=ROOT, capture_output=True, text=True,
         )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"creating the FAB roles and users failed:\n{result.stderr[-2000:]}")
 
     # -- stop ----------------------------------------------------------------------------
 

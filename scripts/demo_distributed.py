@@ -18,6 +18,7 @@ import demo
 import devstack
 from celery_stack import (
     DEFAULT_STATE_DIR,
+    USERS,
     WORKERS,
     CeleryStack,
     StackConfig,
@@ -59,7 +60,7 @@ def run(stack: CeleryStack) -> int:
         hosts = sorted({ti["hostname"] for ti in rows if ti["task_id"] == task and ti.get("hostname")})
         print(f"{dag_id}: {states[dag_id].upper()}; {task} ran on {', '.join(hosts) or 'no worker'}")
         spread_ok = spread_ok and set(hosts) == set(WORKERS)
-    print(f"\nAirflow UI: {stack.url}  (logins: user names above, passwords BASCULE_<USER>_PASSWORD in {c.env_file})")
+    print(f"\nAirflow UI: {stack.url}  (logins: {', '.join(USERS)}; passwords BASCULE_<USER>_PASSWORD in {c.env_file})")
     print(f"Logs and state: {c.state_dir}.  Stop everything with: make down-distributed")
     if not spread_ok:
         print("the transfer shards or the table copies did not run on both workers", file=sys.stderr)
