@@ -11,12 +11,13 @@ NODE_STAMP := node_modules/.bascule-installed
 # pip's own noise about this machine's extra find-links folders is not ours to show.
 PIP_QUIET := 2> >(grep -v "^WARNING: Location" >&2)
 
-.PHONY: help setup demo down test test-fast lint bench bench-scale screenshots clean
+.PHONY: help setup demo demo-distributed down down-distributed test test-fast lint bench bench-scale screenshots clean
 
 help:
 	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
 	@echo "make test   install what the tests need and run the whole suite"
 	@echo "make down   stop everything the demo started"
+	@echo "make demo-distributed   the same two workloads on CeleryExecutor (Redis, PostgreSQL, FAB, 2 workers); make down-distributed"
 	@echo "make lint   ruff, mypy and the import-layer contracts;  make bench   run the benchmarks in bench/"
 	@echo "make bench-scale   object cutover at 1k and 10k objects, ~15 min (SCALE_ARGS=--large: also 100k)"
 
@@ -43,6 +44,13 @@ setup: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM)
 demo: setup
 	$(PY) scripts/demo.py up
 
+# The machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) must be running.
+demo-distributed: setup
+	$(PY) scripts/demo_distributed.py
+
+down-distributed:
+	$(PY) scripts/celery_stack.py down
+
 down:
 	@if [ -x $(PY) ]; then $(PY) scripts/demo.py down; else $(PYTHON) scripts/devstack.py down; fi
 
@@ -52,6 +60,8 @@ lint: setup
 	# The layers of docs/architecture.md, as contracts (pyproject.toml, [tool.importlinter]).
 	$(VENV)/bin/lint-imports --no-cache
 
+# Includes tests/distributed (marker `distributed`): they start scripts/celery_stack.py once
+# per session and need the machine's PostgreSQL and Redis.
 test: setup lint
 	$(PY) -m pytest
 

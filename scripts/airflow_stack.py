@@ -90,12 +90,7 @@ class AirflowStack:
         return devstack.stop_process(self.state_dir, "airflow")
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as response:
-                body = json.load(response)
-        except (OSError, ValueError):
-            return False
-        return all(body.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler"))
+        return api_healthy(self.url, ("metadatabase", "scheduler"))
 
     def passwords(self) -> dict[str, str]:
         path = self.home / "simple_auth_manager_passwords.json.generated"
@@ -253,6 +248,16 @@ class Api:
             for detail in entry.get("error_detail") or []:
                 lines.append(f"{detail.get('exc_type')}: {detail.get('exc_value')}")
         return "\n".join(lines)
+
+
+def api_healthy(url: str, parts: tuple[str, ...]) -> bool:
+    """Whether Airflow at ``url`` answers its health check with each of ``parts`` healthy."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
+            body = json.load(response)
+    except (OSError, ValueError):
+        return False
+    return all(body.get(part, {}).get("status") == "healthy" for part in parts)
 
 
 def _q(value: str) -> str:

@@ -69,7 +69,7 @@ def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
         return counts
 
 
-def seed_dataset() -> tuple[int, int]:
+def seed_dataset(ports: devstack.Ports = PORTS) -> tuple[int, int]:
     from azure.storage.blob import BlobServiceClient
 
     from bascule.synthetic.blob_writer import create_writer_policy
@@ -77,7 +77,7 @@ def seed_dataset() -> tuple[int, int]:
     from bascule.synthetic.snds import DEMO, upload_to_azure
 
     service = BlobServiceClient(
-        devstack.azurite_url(PORTS.azurite),
+        devstack.azurite_url(ports.azurite),
         credential={"account_name": devstack.AZURITE_ACCOUNT, "account_key": devstack.AZURITE_KEY},
     )
     objects = generate_migration_demo(DEMO, DocumentsSpec(documents=10_000, large_files=3, large_size=64 * 2**20))

@@ -101,8 +101,13 @@ def _pid_file(state_dir: Path, name: str) -> Path:
     return state_dir / f"{name}.pid"
 
 
-def spawn_background(name: str, argv: list[str], state_dir: Path, env: dict[str, str] | None = None) -> int:
-    """Start ``argv`` in its own session, logging to ``<state>/<name>.log``; record its PID."""
+def spawn_background(
+    name: str, argv: list[str], state_dir: Path, env: dict[str, str] | None = None, *, inherit: bool = True
+) -> int:
+    """Start ``argv`` in its own session, logging to ``<state>/<name>.log``; record its PID.
+
+    ``inherit=False``: ``env`` is the whole environment (a caller that must leave a variable out).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     with open(state_dir / f"{name}.log", "ab") as log:
         process = subprocess.Popen(
@@ -111,7 +116,7 @@ def spawn_background(name: str, argv: list[str], state_dir: Path, env: dict[str,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so stopping it takes its children too
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})} if inherit else (env or {}),
             cwd=ROOT,
         )
     _pid_file(state_dir, name).write_text(str(process.pid))

@@ -1,8 +1,9 @@
-"""Static checks of docker-compose.yaml (the multi-machine CeleryExecutor path).
+"""Static checks of docker-compose.yaml (the distributed stack in containers).
 
 There is no Docker engine on the development machines or in CI, so the file is only parsed
 with PyYAML (which resolves the ``<<: *anchor`` merge keys the way Compose does) and checked
-for the properties Bascule relies on.
+for the properties Bascule relies on, and against scripts/celery_stack.py, the same stack as
+processes, which the distributed tests run: the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+import celery_stack
+
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +29,14 @@ AIRFLOW_SERVICES = (
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
-    "airflow-worker",
+    "airflow-worker-1",
+    "airflow-worker-2",
 )
+WORKER_SERVICES = {f"airflow-{worker.replace('worker', 'worker-')}": worker for worker in celery_stack.WORKERS}
 # Services that run Airflow code for the whole life of the stack (airflow-init only migrates).
 LONG_RUNNING_AIRFLOW = tuple(s for s in AIRFLOW_SERVICES if s != "airflow-init")
 REQUIRED_SERVICES = ("postgres", "redis", *AIRFLOW_SERVICES, "azurite", "minio")
-NEED_HEALTHCHECK = ("postgres", "redis", "airflow-apiserver", "airflow-worker", "azurite", "minio")
+NEED_HEALTHCHECK = ("postgres", "redis", "airflow-apiserver", *WORKER_SERVICES, "azurite", "minio")
 CODE_MOUNTS = {"dags": "/opt/airflow/dags", "plugins": "/opt/airflow/plugins", "include": "/opt/airflow/include"}
 AIRFLOW_VERSION = "3.3.2"
 CELERY_PIN = "celery==5.6.3"
@@ -153,10 +158,11 @@ def test_apiserver_healthcheck_uses_monitor_health(services):
     )
 
 
-def test_worker_healthcheck_pings_celery(services):
-    test = " ".join(services["airflow-worker"]["healthcheck"]["test"])
+@pytest.mark.parametrize("name", WORKER_SERVICES)
+def test_worker_healthcheck_pings_celery(services, name):
+    test = " ".join(services[name]["healthcheck"]["test"])
     assert "celery --app airflow.providers.celery.executors.celery_executor.app inspect ping" in test, (
-        f"airflow-worker healthcheck {test!r} does not run a celery inspect ping"
+        f"{name} healthcheck {test!r} does not run a celery inspect ping"
     )
 
 
@@ -166,7 +172,7 @@ def test_airflow_commands(services):
         "airflow-scheduler": "scheduler",
         "airflow-dag-processor": "dag-processor",
         "airflow-triggerer": "triggerer",
-        "airflow-worker": "celery worker",
+        **{name: f"celery worker --celery-hostname {worker}@bascule" for name, worker in WORKER_SERVICES.items()},
     }
     for name, command in expected.items():
         got = services[name].get("command")
@@ -295,7 +301,7 @@ def test_stand_ins(services):
     assert region == "fr-par", f"minio MINIO_REGION is {region!r}, expected fr-par"
 
 
-@pytest.mark.parametrize("name", ["airflow-scheduler", "airflow-worker"])
+@pytest.mark.parametrize("name", ["airflow-scheduler", *WORKER_SERVICES])
 def test_waits_for_init(services, name):
     depends = services[name].get("depends_on") or {}
     assert isinstance(depends, dict), f"{name}: depends_on must use the long form with conditions"
@@ -316,7 +322,68 @@ def test_postgres_stand_ins(services, compose):
     assert image_tag(resolve(source["image"])) == "15"
     # Scaleway Managed PostgreSQL can subscribe from PG16.
     assert image_tag(resolve(target["image"])) == "16"
-    env = env_of(services["airflow-worker"])
+    env = env_of(services["airflow-worker-1"])
     for name in ("AIRFLOW_CONN_HDH_AZURE_PG", "AIRFLOW_CONN_HDH_SCALEWAY_PG"):
         assert json.loads(env[name])["conn_type"] == "postgres", name
-    assert env["AIRFLOW_VAR_BASCULE_DEPLOYMENT"] == "local-development"
+
+
+# -- the same stack as scripts/celery_stack.py, and no secret in the file ---------------------
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_settings_are_the_stack_scripts(services, name):
+    env = env_of(services[name])
+    drift = {k: (env.get(k), v) for k, v in celery_stack.SETTINGS.items() if env.get(k) != v}
+    assert not drift, f"{name} differs from scripts/celery_stack.py SETTINGS (compose, script): {drift}"
+
+
+def test_the_script_and_the_file_run_the_same_components(services):
+    commands = {
+        "api-server": "airflow-apiserver", "scheduler": "airflow-scheduler",
+        "dag-processor": "airflow-dag-processor", "triggerer": "airflow-triggerer",
+    }  # fmt: skip
+    assert set(commands) == set(celery_stack.CORE)
+    assert all(name in services for name in commands.values())
+    assert len(WORKER_SERVICES) == 2 and all(name in services for name in WORKER_SERVICES)
+    for name, worker in WORKER_SERVICES.items():
+        assert env_of(services[name]).get("BASCULE_WORKER_HOSTNAME") == worker, name
+        assert services[name].get("hostname") == worker, f"{name}: its log server is reached by this name"
+
+
+_SECRET_NAMES = re.compile(r"FERNET|SECRET|PASSWORD|JWT", re.I)
+_FROM_ENV_FILE = re.compile(r"^\$\{[A-Z0-9_]+:\?[^}]+\}$")
+
+
+def test_secrets_come_from_the_env_file_only(services, tmp_path):
+    """Every secret is a required ${VAR:?...} that scripts/celery_stack.py generates into .env."""
+    generated = celery_stack.ensure_env_file(tmp_path / ".env")
+    for name, service in services.items():
+        for key, value in env_of(service).items():
+            if _SECRET_NAMES.search(key) and key != "DUMB_INIT_SETSID":
+                assert _FROM_ENV_FILE.match(value), f"{name}: {key} is {value!r}, not a required ${{VAR:?...}}"
+                assert value[2:].split(":", 1)[0] in generated, f"{name}: {key} is not generated by celery_stack.py"
+        for url_key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL"):
+            url = env_of(service).get(url_key)
+            if url:
+                assert ":${" in url, f"{name}: {url_key} has no password from .env: {url!r}"
+    for var in ("AIRFLOW_CONN_HDH_SCALEWAY_S3", "AIRFLOW_CONN_HDH_AZURE_PG", "AIRFLOW_CONN_HDH_SCALEWAY_PG"):
+        password = _connection(services, "airflow-scheduler", var)["password"]
+        assert _FROM_ENV_FILE.match(password), f"{var}: password {password!r} is written in the file"
+    assert "admin/admin" not in COMPOSE_FILE.read_text() and "_AIRFLOW_WWW_USER_PASSWORD" not in COMPOSE_FILE.read_text()
+
+
+def test_redis_requires_a_password_and_is_not_published(services):
+    redis = services["redis"]
+    assert "--requirepass" in " ".join(redis["command"]), "redis must require a password"
+    assert not redis.get("ports"), "the broker must not be published to the host"
+
+
+def test_local_development_is_opt_in_and_named(services):
+    for name, service in services.items():
+        assert "AIRFLOW_VAR_BASCULE_DEPLOYMENT" not in env_of(service), (
+            f"{name}: no environment variable may set the deployment (docs/security.md)"
+        )
+    init = " ".join(services["airflow-init"]["command"])
+    assert '"$${BASCULE_LOCAL_DEVELOPMENT}" == "true"' in init and "LOCAL DEVELOPMENT declared" in init
+    assert env_of(services["airflow-init"])["BASCULE_LOCAL_DEVELOPMENT"] == "${BASCULE_LOCAL_DEVELOPMENT:-false}"
+    assert "airflow variables set bascule_deployment production" in init, "the default is production"

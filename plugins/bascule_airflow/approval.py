@@ -140,7 +140,8 @@ class CutoverApprovalOperator(HITLOperator):
         user = decision["responded_by_user"] or {}
         digest = evidence_digest(gate_evidence(context, self.workload["kind"]))
         response = Response(
-            user=str(user.get("id") or user.get("name")),
+            # The name, not the id: manifests list user names, and FAB's ids are numbers.
+            user=str(user.get("name") or user.get("id")),
             decision=decision["chosen_options"][0],
             at=str(decision["responded_at"]),
             reason=(decision.get("params_input") or {}).get("reason") or "",
