@@ -72,12 +72,25 @@ class BlobSource(_Strict):
     _prefix = field_validator("prefix")(_check_prefix)
 
 
+class TargetEncryption(_Strict):
+    """How every object is encrypted at rest (docs/security.md#sse-c-keys).
+
+    ``sse_c``: the server encrypts with a customer key sent on every request; the key is
+    the password (base64 of 32 bytes) of the Airflow connection ``key_conn_id``, never
+    a manifest field.
+    """
+
+    method: Literal["sse_c"]
+    key_conn_id: ConnId
+
+
 class S3Target(_Strict):
     conn_id: ConnId
     bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
     prefix: str = ""
     region: ScalewayRegion
     create_if_missing: bool = False
+    encryption: TargetEncryption | None = None
 
     _prefix = field_validator("prefix")(_check_prefix)
 

@@ -29,7 +29,12 @@ class PreflightOperator(PhaseOperator):
 
         dry_run = _as_bool(self.dry_run)
         if self.workload["kind"] == "object_store":
-            report = _object_store_report(self.workload, self.manifest_path, dry_run)
+            from bascule.storage.encryption import EncryptionKeyError
+
+            try:
+                report = _object_store_report(self.workload, self.manifest_path, dry_run)
+            except EncryptionKeyError as exc:  # before any request: nothing created on either side
+                self._fail_or_retry(exc)
         else:
             report = _postgres_report(self.workload, self.manifest_path, dry_run)
         for check in report.checks:
@@ -57,13 +62,15 @@ def _object_store_report(workload_json: dict[str, Any], manifest_path: str, dry_
     from bascule_airflow import clients, policy_gate
 
     workload = ObjectStoreWorkload.model_validate(workload_json)
+    target = clients.target_bucket(workload)  # a missing or malformed SSE-C key refuses here, before any request
     return preflight_object_store(
         workload,
         manifest_path,
         clients.blob_container(workload.source.conn_id, workload.source.container),
-        clients.s3_bucket(workload.target.conn_id, workload.target.bucket),
+        target,
         dry_run=dry_run,
         deployment=policy_gate.deployment(),
+        sse_customer_key=target.sse_c.key if target.sse_c is not None else None,
     )
 
 

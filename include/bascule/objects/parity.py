@@ -112,6 +112,7 @@ def prove_parity(
             target_prefix=workload.target.prefix,
             readback_md5=counted_readback,
             records=latest_records(evidence, record_keys),
+            etag_is_md5=target.etag_is_md5,
         ):
             data = row.to_dict()
             rows += 1

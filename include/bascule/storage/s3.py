@@ -25,6 +25,8 @@ from botocore.exceptions import (
 
 from bascule.exceptions import BasculeError, StoreAccessError
 from bascule.storage.base import MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
+from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
+from bascule.storage.encryption import EncryptionKeyError, SseCKey
 
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 # Beyond TRANSIENT_HTTP_STATUS, the codes S3 throttles or hiccups with.
@@ -43,6 +45,8 @@ _TRANSIENT_CODES = {
     "IncompleteBody",
 }
 _T = TypeVar("_T")
+# The content settings a reader relies on, as boto3 names them in HEAD answers and write calls.
+_CONTENT_SETTINGS = ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage")
 
 # RFC 7230 token characters: what an HTTP header name (x-amz-meta-<name>) may hold.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
@@ -119,11 +123,24 @@ def _decode_value(value: str) -> str:
 
 
 class S3Bucket:
-    """One bucket behind one S3 endpoint."""
+    """One bucket behind one S3 endpoint.
 
-    def __init__(self, client: Any, bucket: str):
+    With ``sse_c`` every object request this class makes (PUT, CreateMultipartUpload,
+    UploadPart, CompleteMultipartUpload, CopyObject source and target, HEAD, GET, range
+    GET) carries the SSE-C headers: callers cannot forget them, because no object call
+    goes around this class. Bucket-level calls (listing, settings) take no key.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, sse_c: SseCKey | None = None):
         self._client = client
         self.bucket = bucket
+        self.sse_c = sse_c
+        self._key_params = sse_c.request_params() if sse_c is not None else {}
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """False for SSE-C objects: their ETag is not the MD5 of the plaintext, so it proves nothing."""
+        return self.sse_c is None
 
     @property
     def client(self) -> Any:
@@ -209,7 +226,7 @@ class S3Bucket:
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size, ETag and metadata (decoded), or None if there is no such key."""
         try:
-            answer = self._client.head_object(Bucket=self.bucket, Key=key)
+            answer = self._client.head_object(Bucket=self.bucket, Key=key, **self._key_params)
         except ClientError as exc:
             if _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
@@ -310,6 +327,7 @@ class S3Bucket:
             "UploadId": upload_id,
             "PartNumber": part_number,
             "Body": body,
+            **self._key_params,
         }
         if content_length is not None:
             params["ContentLength"] = content_length
@@ -327,6 +345,8 @@ class S3Bucket:
             "Key": key,
             "UploadId": upload_id,
             "MultipartUpload": {"Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]},
+            # Not needed by every server to complete, but a strict one (and AWS with checksums) asks for it.
+            **self._key_params,
         }
         if if_none_match:
             params["IfNoneMatch"] = "*"
@@ -377,13 +397,44 @@ class S3Bucket:
             CopySource={"Bucket": self.bucket, "Key": key},
             CopySourceIfMatch=f'"{if_etag}"',
             MetadataDirective="REPLACE",
+            # The server decrypts the source and encrypts the copy: it needs the key for both.
+            **(self.sse_c.copy_source_params() if self.sse_c is not None else {}),
         )
         answer = self._call("CopyObject (metadata)", key, lambda: self._client.copy_object(**params))
         return _etag(answer.get("CopyObjectResult", {}))
 
+    def reencrypt(self, key: str, old: SseCKey) -> str:
+        """Rewrite an object in place from ``old`` to this bucket's SSE-C key (key rotation); returns the new ETag.
+
+        A server-side CopyObject onto itself: no egress, metadata kept, up to 5 GB (larger
+        objects need UploadPartCopy, which rotation refuses rather than half-does).
+        """
+        if self.sse_c is None:
+            raise EncryptionKeyError(f"{self.describe()}: re-encrypting '{key}' needs the new SSE-C key")
+        # REPLACE with the object's own settings rather than COPY: some servers (moto) refuse a
+        # copy onto itself that "changes nothing", not counting the key.
+        current = self._call(
+            "HEAD (old key)", key, lambda: self._client.head_object(Bucket=self.bucket, Key=key, **old.request_params())
+        )
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "CopySource": {"Bucket": self.bucket, "Key": key},
+            "CopySourceIfMatch": current["ETag"],
+            "MetadataDirective": "REPLACE",
+            "Metadata": current.get("Metadata") or {},
+            **{name: current[name] for name in _CONTENT_SETTINGS if current.get(name)},
+            **old.copy_source_params(),
+            **self._key_params,
+        }
+        answer = self._call("CopyObject (re-encrypt)", key, lambda: self._client.copy_object(**params))
+        return _etag(answer.get("CopyObjectResult", {}))
+
     def get_stream(self, key: str) -> IO[bytes]:
         """The object's body as a stream; the caller reads and closes it."""
-        answer = self._call("GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        answer = self._call(
+            "GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)
+        )
         body: IO[bytes] = answer["Body"]
         return body
 
@@ -391,7 +442,7 @@ class S3Bucket:
         """The whole object in memory: for small files (reports, manifests) only."""
 
         def read() -> bytes:
-            stream = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            stream = self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)["Body"]
             try:
                 return bytes(stream.read())
             finally:
@@ -412,7 +463,7 @@ class S3Bucket:
         content_encoding: str | None,
         metadata: Mapping[str, str] | None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._key_params}
         if content_type:
             params["ContentType"] = content_type
         if content_encoding:
@@ -440,6 +491,8 @@ class S3Bucket:
         if isinstance(exc, ClientError):
             code, status = _code(exc), _status(exc)
             message = exc.response.get("Error", {}).get("Message", "")
+            if self.sse_c is not None and (key_refused := self._sse_c_refusal(code, status, message)):
+                return EncryptionKeyError(f"{where}: {key_refused}")
             if _denied(code, status):
                 return StoreAccessError(
                     f"{where}: access denied ({code}); check the access key and secret in the target "
@@ -459,6 +512,27 @@ class S3Bucket:
         if isinstance(exc, BotoCoreError):
             return StoreAccessError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
         return StoreAccessError(f"{where}: unexpected {type(exc).__name__}: {exc}", retryable=False)
+
+    def _sse_c_refusal(self, code: str, status: int | None, message: str) -> str | None:
+        """What a refusal means when the bucket is written with SSE-C: the key is the usual suspect.
+
+        S3 answers 400 when the SSE-C headers are missing or malformed and 403 when the key
+        is not the one the object was written with (HEAD answers carry no error code).
+        """
+        assert self.sse_c is not None
+        which = f"the SSE-C key of connection '{self.sse_c.conn_id}' (fingerprint {self.sse_c.fingerprint})"
+        if status == 400 and code in ("InvalidRequest", "InvalidArgument", "InvalidEncryptionAlgorithmError", "400"):
+            return (
+                f"the server refused {which} ({code}: {message or 'no message'}); check that the connection "
+                f"holds the workload's key. Runbook: {SSE_C_RUNBOOK}"
+            )
+        if _denied(code, status):
+            return (
+                f"access denied ({code or status}): either the target connection's access key lacks the "
+                f"permission, or the object was written with another key than {which} (a key rotated "
+                f"without re-encrypting, or the wrong connection). Runbook: {SSE_C_RUNBOOK}"
+            )
+        return None
 
     def _access_error(self, exc: ClientError, code: str) -> StoreAccessError:
         status = _status(exc)

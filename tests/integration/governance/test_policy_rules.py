@@ -308,15 +308,18 @@ def test_preflight_without_deployment_reports_the_rules_as_not_evaluated(s3_clie
 def test_preflight_in_production_refuses_plain_http_before_creating_the_bucket(s3_client, policy_source) -> None:
     report = _preflight(s3_client, policy_source, "policy-never-created", deployment="production")
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert set(failed) == {"policy_tls", "target_location_exists"} and not report.retryable
-    assert "will not be created while the region or TLS check fails" in failed["target_location_exists"]
+    # No SSE-C key either: the HDS rule refuses too, and says why (a data bucket needs object encryption).
+    assert set(failed) == {"policy_tls", "target_location_exists", "policy_encryption_at_rest"}
+    assert not report.retryable
+    assert "will not be created while the region, TLS or encryption check fails" in failed["target_location_exists"]
     assert "policy-never-created" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
 
 
 def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, policy_source) -> None:
     compliant = _preflight(
-        s3_client, policy_source, _encrypted(s3_client, "policy-tls"), deployment="local-development"
-    )
+        s3_client, policy_source, _encrypted(s3_client, "policy-tls"), deployment="local-development",
+        sse_customer_key=SSE_C_KEY,
+    )  # fmt: skip
     assert compliant.ok, compliant.summary()
     summary = json.loads(json.dumps(compliant.summary()))
     assert summary["policy"]["local_development"] is True
@@ -326,14 +329,15 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
         "policy_no_archive_lifecycle",
         "policy_not_public",
         "policy_no_archive_storage_class",
+        "policy_sse_c_sampled",
     ]
 
-    refused = _preflight(
-        s3_client, policy_source, _bucket(s3_client, "policy-enc-none"), deployment="local-development"
-    )
-    assert [c.name for c in refused.checks if not c.ok] == ["policy_encryption_at_rest"] and not refused.retryable
-    with pytest.raises(Exception, match="policy_encryption_at_rest: bucket 'policy-enc-none' has no default"):
-        refused.raise_for_failures()
+    # A bucket default encryption alone is Scaleway's deletion mechanism, not HDS object encryption.
+    for bucket in (_bucket(s3_client, "policy-enc-none"), _encrypted(s3_client, "policy-tls")):
+        refused = _preflight(s3_client, policy_source, bucket, deployment="local-development")
+        assert [c.name for c in refused.checks if not c.ok] == ["policy_encryption_at_rest"] and not refused.retryable
+        with pytest.raises(Exception, match=f"policy_encryption_at_rest: objects in bucket '{bucket}' would not be"):
+            refused.raise_for_failures()
     with_key = _preflight(
         s3_client,
         policy_source,
@@ -345,13 +349,20 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
 
 
 def test_a_bucket_preflight_creates_is_encrypted_by_default(s3_client, policy_source) -> None:
-    dry = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=True)
+    keyed = {"deployment": "local-development", "sse_customer_key": SSE_C_KEY}
+    dry = _preflight(s3_client, policy_source, "policy-dry-new", dry_run=True, **keyed)
     assert dry.ok, dry.summary()
     detail = {c.name: c.detail for c in dry.checks}["policy_encryption_at_rest"]
-    assert "would be created with default encryption (AES256)" in detail
+    assert "would be created with default encryption (AES256); objects would also be written with SSE-C" in detail
     assert "policy-dry-new" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
 
-    created = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development")
+    # Without a key, neither the dry run nor the real one passes, and no bucket is created.
+    for dry_run in (True, False):
+        unkeyed = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=dry_run)
+        assert "policy_encryption_at_rest" in {c.name for c in unkeyed.checks if not c.ok}
+    assert "policy-dry-new" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+
+    created = _preflight(s3_client, policy_source, "policy-dry-new", **keyed)
     assert created.ok, created.summary()
     rules = s3_client.get_bucket_encryption(Bucket="policy-dry-new")["ServerSideEncryptionConfiguration"]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
