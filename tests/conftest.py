@@ -24,7 +24,7 @@ import devstack  # noqa: E402
 import pgclusters  # noqa: E402
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="bascule-tests-"))
-PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port())
+PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port(), ssec=devstack.free_port())
 
 os.environ.update(
     {

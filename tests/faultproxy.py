@@ -132,6 +132,7 @@ class FaultProxy:
         lifetime_s: float = 300.0,
         max_body: int = 128 * 1024 * 1024,
         interceptor: Interceptor | None = None,
+        port: int = 0,
     ):
         if upstream_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"faultproxy forwards to loopback only, not {upstream_host!r}")
@@ -143,7 +144,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.requests: list[Request] = []  # every request seen, in order (tests are small)
         self.injected: Counter[str] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)

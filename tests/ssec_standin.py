@@ -19,6 +19,12 @@ this interceptor (on :class:`tests.faultproxy.FaultProxy`, so real HTTP clients 
 Objects written to moto around the proxy (``moto`` client directly) are "stored in clear":
 readable without a key, and a HEAD/GET *with* a key is refused with 400, as S3 does.
 Keys under ``exempt_prefix`` (Bascule's ``_bascule/`` evidence in the data bucket) pass untouched.
+
+``bucket=None`` (the demo's and the end-to-end tests' stand-in, started by
+``scripts/devstack.py``): every bucket is watched, and a write without a key is stored in
+clear rather than refused, as Scaleway itself does; the read rules are the same.
+
+    python tests/ssec_standin.py --port 9091 --upstream-port 9090
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def _fingerprint(headers: dict[str, str], prefix: str = "x-amz-server-side-encry
 class SseCStandIn:
     """The interceptor; ``requests`` counts what it saw per verdict (tests read it)."""
 
-    bucket: str
+    bucket: str | None  # None: every bucket, and writes without a key are stored in clear
     exempt_prefix: str = "_bascule/"
     objects: dict[str, str] = field(default_factory=dict)  # key -> key fingerprint
     uploads: dict[str, str] = field(default_factory=dict)  # upload id -> key fingerprint
@@ -74,10 +80,11 @@ class SseCStandIn:
     # -- requests --------------------------------------------------------------------
 
     def _object_key(self, request: Request) -> str | None:
+        """``bucket/key`` of an object request this stand-in rules on, else None."""
         bucket, _, key = request.path.lstrip("/").partition("/")
-        if bucket != self.bucket or not key or key.startswith(self.exempt_prefix):
+        if self.bucket not in (None, bucket) or not key or key.startswith(self.exempt_prefix):
             return None
-        return key
+        return f"{bucket}/{key}"
 
     def _refuse(self, request: Request, key: str, status: int, message: str) -> Refusal:
         self.refused.append((request.operation, key, status))
@@ -95,13 +102,13 @@ class SseCStandIn:
         if request.method in ("GET", "HEAD"):
             return self._read(request, key, given, headers, body)
         # PutObject, UploadPart, CopyObject (PUT); CreateMultipartUpload, CompleteMultipartUpload (POST)
-        if not given:
+        if not given and (given == "" or self.bucket is not None):
             return self._refuse(request, key, 400, "this bucket stores SSE-C objects only: send a valid customer key")
         upload = (request.query.get("uploadId") or [None])[0]
         if upload is not None and self.uploads.get(upload) != given:
             return self._refuse(request, key, 400, "the parts of an SSE-C upload must use the upload's key")
         if "x-amz-copy-source" in lower:
-            source_key = lower["x-amz-copy-source"].split("?")[0].lstrip("/").partition("/")[2]
+            source_key = lower["x-amz-copy-source"].split("?")[0].lstrip("/")
             stored = self.objects.get(_unquote(source_key))
             if stored is not None and _fingerprint(lower, _COPY_PREFIX) != stored:
                 return self._refuse(request, key, 403, "the copy source needs the key it was written with")
@@ -150,8 +157,9 @@ class SseCStandIn:
             return 400, [("Content-Length", "0")], b""
         if key is not None and status < 300 and given:
             self._remember(request, key, given, data)
-        if key is not None and status < 300 and request.method == "DELETE" and "uploadId" not in request.query:
-            self.objects.pop(key, None)
+        writes = request.method == "DELETE" or (request.method in ("PUT", "POST") and not given)
+        if key is not None and status < 300 and writes and "partNumber" not in request.query:
+            self.objects.pop(key, None)  # deleted, or overwritten in clear
         encrypted = key is not None and (given is not None or self.objects.get(key) is not None)
         shown = []
         for name, value in headers:
@@ -203,3 +211,27 @@ def strict_proxy(moto_port: int, bucket: str) -> tuple[FaultProxy, SseCStandIn]:
     """A started proxy in front of moto with the SSE-C rules on ``bucket``; the caller stops it."""
     standin = SseCStandIn(bucket)
     return FaultProxy(moto_port, interceptor=standin).start(), standin
+
+
+def main() -> None:
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="SSE-C stand-in in front of moto (loopback only)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream-port", type=int, required=True)
+    args = parser.parse_args()
+    # A day, not the test default of 5 minutes: the demo runs for several minutes; devstack stops it by PID.
+    proxy = FaultProxy(
+        args.upstream_port, port=args.port, interceptor=SseCStandIn(None), lifetime_s=86400, max_body=256 * 1024 * 1024
+    )
+    proxy.start()
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    proxy.stop()
+
+
+if __name__ == "__main__":
+    main()
