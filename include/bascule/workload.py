@@ -130,12 +130,29 @@ class PostgresTarget(_Strict):
 
 
 class EvidenceLocation(_Strict):
-    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document."""
+    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document.
+
+    Under Object Lock by default: a bucket Bascule creates gets it (Scaleway allows it only
+    at creation), each record is locked in ``lock_mode`` for ``retention_days``; an existing
+    bucket without it is refused at preflight unless ``object_lock: false`` with a
+    ``justification``, which the evidence records.
+    """
 
     conn_id: ConnId
     bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
     region: ScalewayRegion
     create_if_missing: bool = False
+    object_lock: bool = True
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    # Six years: two three-year HDS certification cycles (docs/evidence.md); COMPLIANCE cannot be shortened.
+    retention_days: int = Field(default=2190, ge=1, le=36500)
+    justification: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _justify_no_lock(self) -> EvidenceLocation:
+        if not self.object_lock and not self.justification:
+            raise ValueError("evidence.object_lock: false needs an evidence.justification (recorded in the evidence)")
+        return self
 
 
 class Replication(_Strict):

@@ -7,6 +7,7 @@ failed attempt leaves no record and a retry appends its own. The idempotency key
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -19,7 +20,10 @@ def chain_for(workload: dict[str, Any], run_id: str) -> Any:
 
     model = clients.workload_model(workload)
     store = clients.evidence_store(model)
-    return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id)
+    lock: dict[str, Any] = {}
+    if model.kind == "postgres":  # the manifest's lock mode and retention (objects: the chain's defaults)
+        lock = {"lock_mode": model.evidence.lock_mode, "retention": timedelta(days=model.evidence.retention_days)}
+    return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id, **lock)
 
 
 def append(

@@ -32,7 +32,7 @@ def enforce_object_target(workload: Any, bucket: Any) -> Any:
     return enforce_object_target_policy(
         bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=key,
         expected_region=workload.target.region if data else workload.evidence.region,
-        require_object_encryption=data, sample_prefix=workload.target.prefix if data else None,
+        health_data=data, sample_prefix=workload.target.prefix if data else None,
     )  # fmt: skip
 
 

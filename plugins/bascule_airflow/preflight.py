@@ -95,6 +95,7 @@ def _postgres_report(workload_json: dict[str, Any], manifest_path: str, dry_run:
 
 def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_run: bool) -> Any:
     """Both servers answer: now check replication readiness, keys, roles and the evidence bucket."""
+    from bascule.governance.evidence.lock import check_evidence_object_lock
     from bascule.postgres.preflight import preflight_checks
     from bascule.preflight import PreflightReport
     from bascule_airflow import clients
@@ -105,7 +106,10 @@ def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_ru
         workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run,
         deployment=deployment(),
     )  # fmt: skip
-    return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
+    # After the bucket check, which creates a missing bucket (with Object Lock) unless this is a dry run.
+    exists = evidence_bucket.region() is not None
+    lock = check_evidence_object_lock(evidence_bucket.client, workload.evidence, manifest_path, exists=exists)
+    return PreflightReport(report.workload_id, [*report.checks, *extra, lock], retryable=False)
 
 
 def _as_bool(value: Any) -> bool:

@@ -78,7 +78,7 @@ class ObjectTargetRules(TypedDict, total=False):
     expected_region: str | None
     sample_prefix: str | None
     sample_size: int
-    require_object_encryption: bool
+    health_data: bool
 
 
 def evaluate_object_target_policy(
@@ -91,11 +91,11 @@ def evaluate_object_target_policy(
     expected_region: str | None = None,
     sample_prefix: str | None = None,
     sample_size: int = 1000,
-    require_object_encryption: bool = False,
+    health_data: bool = False,
 ) -> list[CheckResult]:
     """Every object-store rule on one existing bucket, each with its verdict.
 
-    ``require_object_encryption``: the bucket holds health data, so every object must be
+    ``health_data``: the bucket holds health data, so every object must be
     SSE-C (a bucket default encryption alone does not pass).
 
     ``expected_region`` adds the bucket-region rule (used when re-evaluating before
@@ -107,7 +107,7 @@ def evaluate_object_target_policy(
         checks.append(_check_region_of(client, bucket, expected_region))
     return checks + evaluate_bucket_rules(
         client, bucket, sse_customer_key=sse_customer_key, sample_prefix=sample_prefix, sample_size=sample_size,
-        require_object_encryption=require_object_encryption,
+        health_data=health_data,
     )  # fmt: skip
 
 

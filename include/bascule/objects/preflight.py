@@ -110,7 +110,7 @@ def preflight_object_store(
                 )
             )
         elif actual_region is None and may_create:
-            target.create(expected_region)
+            target.create(expected_region, health_data=True)  # with the guard policy (docs/security.md)
             actual_region = target.region()
             checks.add(
                 CheckResult("target_location_exists", True, f"created {target.describe()} in '{expected_region}'")
@@ -155,7 +155,7 @@ def _bucket_policy(
                     target.bucket,
                     sse_customer_key=sse_customer_key,
                     sample_prefix=workload.target.prefix,
-                    require_object_encryption=True,  # a data bucket: every object SSE-C (HDS)
+                    health_data=True,  # a data bucket: every object SSE-C (HDS)
                 )
             ]
         except StoreAccessError as exc:
@@ -186,7 +186,7 @@ def _bucket_policy(
 
 def _unencrypted(bucket: str) -> CheckResult:
     # No request is made: without a key the rule fails before reading anything.
-    return check_encryption_at_rest(None, bucket, sse_customer_key=None, require_object_encryption=True)
+    return check_encryption_at_rest(None, bucket, sse_customer_key=None, health_data=True)
 
 
 _UNFREEZABLE = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.header
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from botocore.exceptions import (
 
 from bascule.exceptions import BasculeError, StoreAccessError
 from bascule.storage.base import MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
+from bascule.storage.bucket_guard import WRITE_STORAGE_CLASS, guard_policy
 from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
 from bascule.storage.encryption import EncryptionKeyError, SseCKey
 
@@ -180,10 +182,21 @@ class S3Bucket:
         # S3 reports the historical default region as an empty constraint.
         return answer.get("LocationConstraint") or "us-east-1"
 
-    def create(self, region: str) -> None:
-        """Create the bucket in ``region``, encrypted at rest by default (a policy rule requires it)."""
+    def create(
+        self, region: str, *, health_data: bool = False, object_lock: tuple[str, int] | None = None
+    ) -> None:
+        """Create the bucket in ``region``, encrypted at rest by default (a policy rule requires it).
+
+        ``health_data``: also attach the guard policy that denies lifecycle rules and writes
+        in another storage class (:mod:`bascule.storage.bucket_guard`). ``object_lock``:
+        ``(mode, days)``, Object Lock enabled at creation (the only moment Scaleway allows it)
+        with that default retention.
+        """
+        lock = {"ObjectLockEnabledForBucket": True} if object_lock else {}
         try:
-            self._client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            self._client.create_bucket(
+                Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region}, **lock
+            )
         except ClientError as exc:
             code = _code(exc)
             if code != "BucketAlreadyOwnedByYou":
@@ -195,6 +208,17 @@ class S3Bucket:
                     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
                 },
             )
+            if health_data:
+                self._client.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(guard_policy(self.bucket)))
+            if object_lock:
+                mode, days = object_lock
+                self._client.put_object_lock_configuration(
+                    Bucket=self.bucket,
+                    ObjectLockConfiguration={
+                        "ObjectLockEnabled": "Enabled",
+                        "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}},
+                    },
+                )
         except ClientError as exc:
             raise self._access_error(exc, _code(exc)) from None
 
@@ -463,7 +487,9 @@ class S3Bucket:
         content_encoding: str | None,
         metadata: Mapping[str, str] | None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._key_params}
+        # Always STANDARD, said out loud: the guard policy denies any other class (no archive for HDS).
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "StorageClass": WRITE_STORAGE_CLASS}
+        params.update(self._key_params)
         if content_type:
             params["ContentType"] = content_type
         if content_encoding:

@@ -19,7 +19,8 @@ import pgclusters
 from bascule.exceptions import PolicyViolation, StoreAccessError
 from bascule.governance.bucket_rules import (
     check_encryption_at_rest,
-    check_no_archive_lifecycle,
+    check_guard_policy,
+    check_no_lifecycle,
     check_not_public,
     check_storage_classes,
     sse_customer_key_md5,
@@ -32,6 +33,7 @@ from bascule.governance.database_policy import (
 from bascule.governance.object_policy import enforce_object_target_policy, evaluate_object_target_policy
 from bascule.objects.preflight import preflight_object_store
 from bascule.storage.azure_blob import AzureBlobContainer
+from bascule.storage.bucket_guard import guard_policy
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import parse_manifest
 
@@ -46,6 +48,13 @@ def _bucket(s3, name: str):
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if name not in existing:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    return name
+
+
+def _guarded(s3, name: str) -> str:
+    """A health-data bucket as Bascule creates one: default encryption and the guard policy."""
+    _encrypted(s3, name)
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(guard_policy(name)))
     return name
 
 
@@ -75,7 +84,7 @@ def test_tls_https_endpoint_passes_in_production(s3_client) -> None:
     assert [(c.name, c.ok) for c in checks] == [
         ("policy_tls", True),
         ("policy_encryption_at_rest", True),
-        ("policy_no_archive_lifecycle", True),
+        ("policy_no_lifecycle", True),
         ("policy_not_public", True),
     ], [c.detail for c in checks]
 
@@ -148,22 +157,42 @@ def test_a_short_sse_c_key_is_refused(s3_client) -> None:
 # -- archive classes ---------------------------------------------------------------------
 
 
-def test_lifecycle_without_archive_transition_passes(s3_client) -> None:
-    bucket = _bucket(s3_client, "policy-lc-ok")
+def test_lifecycle_rules_all_disabled_pass_and_are_counted(s3_client) -> None:
+    bucket = _bucket(s3_client, "policy-lc-off")
+    s3_client.put_bucket_lifecycle_configuration(
+        Bucket=bucket,
+        LifecycleConfiguration={
+            "Rules": [
+                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
+                 "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
+            ]
+        },
+    )  # fmt: skip
+    result = check_no_lifecycle(s3_client, bucket)
+    assert result.ok, result.detail
+    assert result.detail == "bucket 'policy-lc-off' has 1 lifecycle rule(s), all disabled"
+    assert check_no_lifecycle(s3_client, _bucket(s3_client, "policy-lc-none")).ok
+
+
+def test_any_enabled_lifecycle_rule_is_refused_naming_bucket_and_rules(s3_client) -> None:
+    # Not only archive transitions: an infrequent-access move or an expiration is refused too (HDS).
+    bucket = _bucket(s3_client, "policy-lc-ia")
     s3_client.put_bucket_lifecycle_configuration(
         Bucket=bucket,
         LifecycleConfiguration={
             "Rules": [
                 {"ID": "ia", "Status": "Enabled", "Filter": {"Prefix": "old/"},
                  "Transitions": [{"Days": 30, "StorageClass": "ONEZONE_IA"}]},
-                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
-                 "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
+                {"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 7}},
+                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}},
             ]
         },
     )  # fmt: skip
-    result = check_no_archive_lifecycle(s3_client, bucket)
-    assert result.ok, result.detail
-    assert result.detail == "bucket 'policy-lc-ok' has 2 lifecycle rule(s), none to an archive class"
+    result = check_no_lifecycle(s3_client, bucket)
+    assert not result.ok and result.name == "policy_no_lifecycle"
+    assert "bucket 'policy-lc-ia' has enabled lifecycle rule(s) 'ia', 'expire':" in result.detail
+    assert "docs/runbooks.md#policy-no-lifecycle" in result.detail and "'off'" not in result.detail
+    assert result.evidence["enabled_rules"] == ["ia", "expire"]
 
 
 def test_lifecycle_moving_data_to_glacier_is_refused_naming_the_rule(s3_client) -> None:
@@ -177,13 +206,38 @@ def test_lifecycle_moving_data_to_glacier_is_refused_naming_the_rule(s3_client) 
             ]
         },
     )  # fmt: skip
-    result = check_no_archive_lifecycle(s3_client, bucket)
+    result = check_no_lifecycle(s3_client, bucket)
     assert not result.ok
-    assert (
-        "bucket 'policy-lc-archive' has lifecycle rule(s) moving data to an archive class: "
-        "rule 'to-archive' moves prefix 'stays/' to GLACIER after 90 day(s)"
-    ) in result.detail
-    assert "remove or disable those transitions" in result.detail
+    assert "rule 'to-archive' moves prefix 'stays/' to GLACIER after 90 day(s)" in result.detail
+    assert "allows no active lifecycle rule" in result.detail
+
+
+def test_guard_policy_is_required_on_health_data_buckets_and_checked_again(s3_client) -> None:
+    bucket = _guarded(s3_client, "policy-guarded")
+    result = check_guard_policy(s3_client, bucket)
+    assert result.ok, result.detail
+    assert check_not_public(s3_client, bucket).ok  # a Deny to '*' makes nothing public
+    # Someone replaces the policy during the migration: the cutover's re-check refuses.
+    weakened = guard_policy(bucket)
+    weakened["Statement"] = weakened["Statement"][:1]
+    s3_client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(weakened))
+    refused = evaluate_object_target_policy(
+        s3_client, bucket, HTTPS_ENDPOINT, deployment="production", sse_customer_key=SSE_C_KEY, health_data=True
+    )
+    failed = {c.name: c.detail for c in refused if not c.ok}
+    assert list(failed) == ["policy_denies_prohibited"]
+    assert "BasculeHdsDenyOtherStorageClasses (Deny s3:PutObject)" in failed["policy_denies_prohibited"]
+    s3_client.delete_bucket_policy(Bucket=bucket)
+    assert not check_guard_policy(s3_client, bucket).ok
+
+
+def test_a_bucket_bascule_creates_carries_the_guard_policy_and_writes_standard(s3_client) -> None:
+    target = S3Bucket(s3_client, "policy-created-hds")
+    target.create("fr-par", health_data=True)
+    assert check_guard_policy(s3_client, "policy-created-hds").ok
+    target.put_object("a.csv", b"a")
+    (listed,) = target.iter_objects("")
+    assert listed.access_tier == "STANDARD"
 
 
 def test_storage_classes_of_written_objects(s3_client) -> None:
@@ -317,7 +371,7 @@ def test_preflight_in_production_refuses_plain_http_before_creating_the_bucket(s
 
 def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, policy_source) -> None:
     compliant = _preflight(
-        s3_client, policy_source, _encrypted(s3_client, "policy-tls"), deployment="local-development",
+        s3_client, policy_source, _guarded(s3_client, "policy-guarded-tls"), deployment="local-development",
         sse_customer_key=SSE_C_KEY,
     )  # fmt: skip
     assert compliant.ok, compliant.summary()
@@ -326,14 +380,17 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
     assert [c["name"] for c in summary["policy"]["checks"]] == [
         "policy_tls",
         "policy_encryption_at_rest",
-        "policy_no_archive_lifecycle",
+        "policy_no_lifecycle",
         "policy_not_public",
+        "policy_denies_prohibited",
         "policy_no_archive_storage_class",
         "policy_sse_c_sampled",
     ]
 
     # A bucket default encryption alone is Scaleway's deletion mechanism, not HDS object encryption.
-    for bucket in (_bucket(s3_client, "policy-enc-none"), _encrypted(s3_client, "policy-tls")):
+    unencrypted = _bucket(s3_client, "policy-guarded-none")  # guarded, but no default encryption
+    s3_client.put_bucket_policy(Bucket=unencrypted, Policy=json.dumps(guard_policy(unencrypted)))
+    for bucket in (unencrypted, _guarded(s3_client, "policy-guarded-tls")):
         refused = _preflight(s3_client, policy_source, bucket, deployment="local-development")
         assert [c.name for c in refused.checks if not c.ok] == ["policy_encryption_at_rest"] and not refused.retryable
         with pytest.raises(Exception, match=f"policy_encryption_at_rest: objects in bucket '{bucket}' would not be"):
@@ -341,7 +398,7 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
     with_key = _preflight(
         s3_client,
         policy_source,
-        "policy-enc-none",
+        "policy-guarded-none",
         deployment="local-development",
         sse_customer_key=SSE_C_KEY,
     )
