@@ -21,11 +21,10 @@ What one object's copy guarantees
 - **What the target records**: ``md5chksum`` (base64 MD5 of the source bytes, the
   form ``rclone check`` reads for multipart objects), ``bascule-snapshot`` (the run's
   snapshot id) and ``bascule-source-etag`` (the blob's ETag at snapshot time), plus
-  the blob's content type, content encoding and user metadata (see
-  :func:`bascule.storage.s3.encode_metadata` for non-ASCII values).
-  Cache-Control, Content-Disposition and Content-Language are not in the snapshot
-  inventory (:class:`ObjectInfo`) and so are not carried over
-  (:mod:`bascule.objects.provenance`).
+  the blob's content type, content encoding, Cache-Control, Content-Language,
+  Content-Disposition and user metadata (see :func:`bascule.storage.s3.encode_metadata`
+  for non-ASCII values); the source's Content-MD5 survives as ``md5chksum`` and is sent
+  as the PUT's Content-MD5.
 - **Idempotent.** A target object of the same size whose recorded source hash
   matches is skipped (see :func:`bascule.objects.provenance.already_copied`). Leftover multipart uploads of a
   crashed attempt on the same key are aborted before a new one starts.
@@ -363,11 +362,16 @@ class _ObjectCopy:
     # -- shared --------------------------------------------------------------------
 
     def _object_fields(self, md5_b64: str | None) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "content_type": self.obj.content_type,
             "content_encoding": self.obj.content_encoding,
             "metadata": target_metadata(self.obj, self.snapshot_id, md5_b64),
         }
+        # Passed only when set, so a target that does not know them is not asked to.
+        for name in ("cache_control", "content_language", "content_disposition"):
+            if value := getattr(self.obj, name):
+                fields[name] = value
+        return fields
 
     def _read_into(self, offset: int, buffer: bytearray) -> None:
         view = memoryview(buffer)

@@ -25,7 +25,7 @@ from botocore.exceptions import (
 )
 
 from bascule.exceptions import BasculeError, StoreAccessError
-from bascule.storage.base import MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
+from bascule.storage.base import CONTENT_SETTINGS, MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
 from bascule.storage.bucket_guard import WRITE_STORAGE_CLASS, guard_policy
 from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
 from bascule.storage.encryption import EncryptionKeyError, SseCKey
@@ -47,8 +47,6 @@ _TRANSIENT_CODES = {
     "IncompleteBody",
 }
 _T = TypeVar("_T")
-# The content settings a reader relies on, as boto3 names them in HEAD answers and write calls.
-_CONTENT_SETTINGS = ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage")
 
 # RFC 7230 token characters: what an HTTP header name (x-amz-meta-<name>) may hold.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
@@ -270,6 +268,9 @@ class S3Bucket:
             content_encoding=answer.get("ContentEncoding"),
             metadata=metadata,
             access_tier=answer.get("StorageClass"),
+            cache_control=answer.get("CacheControl"),
+            content_language=answer.get("ContentLanguage"),
+            content_disposition=answer.get("ContentDisposition"),
         )
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -303,6 +304,7 @@ class S3Bucket:
         metadata: Mapping[str, str] | None = None,
         content_md5: str | None = None,
         if_none_match: bool = False,
+        **settings: str | None,
     ) -> str:
         """One PUT; returns the new ETag (unquoted).
 
@@ -310,7 +312,7 @@ class S3Bucket:
         ``metadata`` is user metadata, encoded by :func:`encode_metadata`. A file-like
         ``body`` needs ``content_length``. ``if_none_match`` refuses to overwrite.
         """
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         params["Body"] = body
         if content_length is not None:
             params["ContentLength"] = content_length
@@ -328,9 +330,10 @@ class S3Bucket:
         content_type: str | None = None,
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        **settings: str | None,
     ) -> str:
         """Start a multipart upload; returns its upload id. Metadata is fixed here, before any part."""
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         answer = self._call("CreateMultipartUpload", key, lambda: self._client.create_multipart_upload(**params))
         return str(answer["UploadId"])
 
@@ -411,12 +414,14 @@ class S3Bucket:
         content_type: str | None = None,
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        **settings: str | None,
     ) -> str:
         """Rewrite an object's metadata in place (server-side copy onto itself, up to 5 GB).
 
         ``if_etag`` makes it a no-op failure (HTTP 412) if the object changed meanwhile.
+        ``settings``: the other content settings (``cache_control``...), which REPLACE would drop.
         """
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         params.update(
             CopySource={"Bucket": self.bucket, "Key": key},
             CopySourceIfMatch=f'"{if_etag}"',
@@ -447,7 +452,7 @@ class S3Bucket:
             "CopySourceIfMatch": current["ETag"],
             "MetadataDirective": "REPLACE",
             "Metadata": current.get("Metadata") or {},
-            **{name: current[name] for name in _CONTENT_SETTINGS if current.get(name)},
+            **{name: current[name] for name in CONTENT_SETTINGS.values() if current.get(name)},
             **old.copy_source_params(),
             **self._key_params,
         }
@@ -486,7 +491,9 @@ class S3Bucket:
         content_type: str | None,
         content_encoding: str | None,
         metadata: Mapping[str, str] | None,
+        settings: Mapping[str, str | None] | None = None,
     ) -> dict[str, Any]:
+        """``settings``: ``cache_control``, ``content_language``, ``content_disposition`` (ObjectInfo names)."""
         # Always STANDARD, said out loud: the guard policy denies any other class (no archive for HDS).
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "StorageClass": WRITE_STORAGE_CLASS}
         params.update(self._key_params)
@@ -496,6 +503,11 @@ class S3Bucket:
             params["ContentEncoding"] = content_encoding
         if metadata:
             params["Metadata"] = encode_metadata(metadata)
+        for name, value in (settings or {}).items():
+            if name not in CONTENT_SETTINGS:
+                raise TypeError(f"unknown content setting {name!r}")
+            if value:
+                params[CONTENT_SETTINGS[name]] = value
         return params
 
     def _call(self, operation: str, key: str, call: Callable[[], _T]) -> _T:
