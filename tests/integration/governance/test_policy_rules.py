@@ -157,17 +157,17 @@ def test_a_short_sse_c_key_is_refused(s3_client) -> None:
 # -- archive classes ---------------------------------------------------------------------
 
 
+def _with_lifecycle(s3, name: str, rules: list[dict]) -> str:
+    bucket = _bucket(s3, name)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    return bucket
+
+
 def test_lifecycle_rules_all_disabled_pass_and_are_counted(s3_client) -> None:
-    bucket = _bucket(s3_client, "policy-lc-off")
-    s3_client.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
-                 "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
-            ]
-        },
-    )  # fmt: skip
+    bucket = _with_lifecycle(s3_client, "policy-lc-off", [
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
+         "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
+    ])  # fmt: skip
     result = check_no_lifecycle(s3_client, bucket)
     assert result.ok, result.detail
     assert result.detail == "bucket 'policy-lc-off' has 1 lifecycle rule(s), all disabled"
@@ -176,18 +176,12 @@ def test_lifecycle_rules_all_disabled_pass_and_are_counted(s3_client) -> None:
 
 def test_any_enabled_lifecycle_rule_is_refused_naming_bucket_and_rules(s3_client) -> None:
     # Not only archive transitions: an infrequent-access move or an expiration is refused too (HDS).
-    bucket = _bucket(s3_client, "policy-lc-ia")
-    s3_client.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {"ID": "ia", "Status": "Enabled", "Filter": {"Prefix": "old/"},
-                 "Transitions": [{"Days": 30, "StorageClass": "ONEZONE_IA"}]},
-                {"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 7}},
-                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}},
-            ]
-        },
-    )  # fmt: skip
+    bucket = _with_lifecycle(s3_client, "policy-lc-ia", [
+        {"ID": "ia", "Status": "Enabled", "Filter": {"Prefix": "old/"},
+         "Transitions": [{"Days": 30, "StorageClass": "ONEZONE_IA"}]},
+        {"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 7}},
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}},
+    ])  # fmt: skip
     result = check_no_lifecycle(s3_client, bucket)
     assert not result.ok and result.name == "policy_no_lifecycle"
     assert "bucket 'policy-lc-ia' has enabled lifecycle rule(s) 'ia', 'expire':" in result.detail
@@ -196,16 +190,10 @@ def test_any_enabled_lifecycle_rule_is_refused_naming_bucket_and_rules(s3_client
 
 
 def test_lifecycle_moving_data_to_glacier_is_refused_naming_the_rule(s3_client) -> None:
-    bucket = _bucket(s3_client, "policy-lc-archive")
-    s3_client.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {"ID": "to-archive", "Status": "Enabled", "Filter": {"Prefix": "stays/"},
-                 "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]},
-            ]
-        },
-    )  # fmt: skip
+    bucket = _with_lifecycle(s3_client, "policy-lc-archive", [
+        {"ID": "to-archive", "Status": "Enabled", "Filter": {"Prefix": "stays/"},
+         "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]},
+    ])  # fmt: skip
     result = check_no_lifecycle(s3_client, bucket)
     assert not result.ok
     assert "rule 'to-archive' moves prefix 'stays/' to GLACIER after 90 day(s)" in result.detail
