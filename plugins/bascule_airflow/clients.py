@@ -134,6 +134,14 @@ def pg_params(conn_id: str, database: str) -> Any:
     )
 
 
+def pg_tls(conn_id: str) -> tuple[str | None, str | None]:
+    """``(sslmode, sslrootcert)`` from the connection's extra, for the Managed PostgreSQL TLS rule."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    extra = PostgresHook(postgres_conn_id=conn_id).connection.extra_dejson
+    return extra.get("sslmode"), extra.get("sslrootcert")
+
+
 def postgres_sides(workload: Any) -> Any:
     """Source and target of a postgres workload, as the domain's ``PgSides``."""
     import psycopg2
