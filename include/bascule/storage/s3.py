@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import email.header
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol, TypeVar
-from urllib.parse import quote
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -29,6 +25,7 @@ from bascule.storage.base import CONTENT_SETTINGS, MD5_KEY, TRANSIENT_HTTP_STATU
 from bascule.storage.bucket_guard import WRITE_STORAGE_CLASS, guard_policy
 from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
 from bascule.storage.encryption import EncryptionKeyError, SseCKey
+from bascule.storage.metadata import decode_metadata, encode_metadata
 
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 # Beyond TRANSIENT_HTTP_STATUS, the codes S3 throttles or hiccups with.
@@ -48,9 +45,6 @@ _TRANSIENT_CODES = {
 }
 _T = TypeVar("_T")
 
-# RFC 7230 token characters: what an HTTP header name (x-amz-meta-<name>) may hold.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
-_ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
 
 
 class Readable(Protocol):
@@ -75,51 +69,6 @@ class MultipartUpload:
     key: str
     upload_id: str
     initiated: datetime | None
-
-
-def encode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """User metadata as S3 can carry it in ``x-amz-meta-*`` headers.
-
-    - Names are lowercased (S3 returns them so; Azure compares them case-insensitively,
-      so no two collide); characters outside the HTTP token set are percent-encoded.
-    - Values that are not plain printable ASCII (non-ASCII, control characters,
-      leading/trailing blanks that HTTP would strip) are sent as one RFC 2047
-      encoded word ``=?UTF-8?B?<base64>?=``: the form AWS S3 itself decodes on input
-      and uses on output, and which botocore accepts (it refuses raw non-ASCII).
-      Values that merely look like an encoded word are encoded too, so decoding
-      is never ambiguous. :func:`decode_metadata` reverses both.
-    """
-    encoded: dict[str, str] = {}
-    for name, value in metadata.items():
-        key = name.lower()
-        if not _TOKEN.fullmatch(key):
-            key = quote(key, safe="!#$&'*+-.^_`|~")
-        encoded[key] = _encode_value(value)
-    return encoded
-
-
-def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """Inverse of :func:`encode_metadata` for values (names stay as S3 returns them)."""
-    return {key: _decode_value(value) for key, value in metadata.items()}
-
-
-def _encode_value(value: str) -> str:
-    plain = value.isascii() and value.isprintable() and value == value.strip() and "=?" not in value
-    if plain:
-        return value
-    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
-
-
-def _decode_value(value: str) -> str:
-    if not _ENCODED_WORD.search(value):
-        return value
-    try:
-        return "".join(
-            part.decode(charset or "ascii") if isinstance(part, bytes) else part
-            for part, charset in email.header.decode_header(value)
-        )
-    except (LookupError, ValueError):
-        return value  # not ours and not decodable: keep it verbatim rather than guess
 
 
 class S3Bucket:
