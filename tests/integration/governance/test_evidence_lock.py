@@ -85,3 +85,28 @@ def test_no_lock_without_justification_is_a_manifest_error() -> None:
     assert "object_lock: false" in text
     with pytest.raises(ManifestError, match="evidence.object_lock: false needs an evidence.justification"):
         parse_manifest(path, text)
+
+
+def test_every_writer_into_a_locked_evidence_bucket_sends_the_content_md5_it_requires(s3_client) -> None:
+    # S3 (and moto) refuse a write without Content-MD5 or a checksum into an Object Lock bucket; with
+    # the connections' request_checksum_calculation="when_required", botocore adds no checksum itself.
+    import boto3
+    from botocore.config import Config
+
+    from bascule.governance.evidence.store import EvidenceStore
+    from bascule.governance.routing import Location, RoutingRegistry
+    from bascule.objects.copy_config import recommended_s3_config
+
+    s3_client = boto3.client(
+        "s3", endpoint_url=s3_client.meta.endpoint_url, region_name="fr-par", aws_access_key_id="x",
+        aws_secret_access_key="y", config=Config(**recommended_s3_config(2)),
+    )  # fmt: skip
+    bucket = f"ev-lock-{uuid.uuid4().hex[:12]}"
+    S3Bucket(s3_client, bucket).create("fr-par", object_lock=("COMPLIANCE", 1))
+    EvidenceStore(s3_client, bucket, "w").put_json("a.json", {"ok": True})
+    routing = RoutingRegistry(s3_client, bucket)
+    azure = Location("azure", "https://a.blob.core.windows.net", "c", "")
+    scaleway = Location("scaleway", "https://s3.fr-par.scw.cloud", bucket, "")
+    routing.ensure("w", azure, scaleway, "run1")
+    _, switched = routing.switch("w", "scaleway", "run1", "cutover")
+    assert switched and routing.read("w")[0].live == "scaleway"
