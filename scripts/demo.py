@@ -196,6 +196,7 @@ def up() -> int:
             f"in {cutover.get('delta_rounds', 1)} delta round(s))"
         )
         print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
+        print(sse_c_proof())
         if not report_object_writes(blobs):
             states[DEMO_DAG] = "failed"
     if states[PG_DAG] == "success":
@@ -226,10 +227,30 @@ def up() -> int:
     print(f"Airflow UI: {airflow.url}  (DAGs: {airflow.url}/dags/{DEMO_DAG}, {airflow.url}/dags/{PG_DAG})")
     logins = airflow.passwords()
     print("Logins: " + ", ".join(f"{user} / {logins.get(user, '?')}" for user in logins))
-    print(f"Stand-ins: Azure Blob {devstack.azurite_url(PORTS.azurite)}, S3 http://127.0.0.1:{PORTS.moto} (fr-par)")
+    print(
+        f"Stand-ins: Azure Blob {devstack.azurite_url(PORTS.azurite)}, S3 http://127.0.0.1:{PORTS.moto} (fr-par), "
+        f"through the SSE-C stand-in at http://127.0.0.1:{PORTS.ssec}"
+    )
     print(f"PostgreSQL: source 127.0.0.1:{PG_PORTS[0]}, target 127.0.0.1:{PG_PORTS[1]} (passwords in {STATE}/pg-*/)")
     print(f"Logs and state: {STATE}.  Stop everything with: make down")
     return 0 if all(state == "success" for state in states.values()) else 1
+
+
+def sse_c_proof() -> str:
+    """The demo bucket's SSE-C, as a reader checks it: HEAD without the key must answer 400 (the policy's rule)."""
+    import base64
+
+    import boto3
+
+    from bascule.governance.encryption_sample import check_sse_c_sample
+
+    client = boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{PORTS.ssec}", region_name=devstack.TARGET_REGION,
+        aws_access_key_id=devstack.S3_ACCESS_KEY, aws_secret_access_key=devstack.S3_SECRET_KEY,
+    )  # fmt: skip
+    result = check_sse_c_sample(client, DEMO_BUCKET, base64.b64decode(devstack.LOCAL_SSE_C_KEY))
+    verdict = "PASS" if result.ok else "FAIL"
+    return f"SSE-C ({verdict}): key fingerprint (MD5) {result.evidence['sse_c_key_md5']}; {result.detail}"
 
 
 def down() -> int:

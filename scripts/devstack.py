@@ -1,6 +1,9 @@
 """Local stand-ins for the two clouds, and the Airflow connections that reach them.
 
-- Azurite stands in for Azure Blob Storage, moto server for Scaleway Object Storage.
+- Azurite stands in for Azure Blob Storage, moto server for Scaleway Object Storage, and
+  (with ``Ports.ssec``) a proxy in front of moto answers SSE-C requests like Scaleway
+  (tests/ssec_standin.py: HEAD without the key on an SSE-C object is a 400); the S3
+  connection then goes through it.
 - Both bind to 127.0.0.1 only, keep their data under a project-local state folder,
   are waited for until they answer, and are stopped by the PID they were started with.
 - ``local_connections()`` is the one place the stand-ins' Airflow connections are
@@ -12,6 +15,8 @@ Usage: python scripts/devstack.py up|down|status|env [--state-dir DIR]
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -33,14 +38,17 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 S3_ACCESS_KEY = "bascule-local"
 S3_SECRET_KEY = "bascule-local-secret"
 TARGET_REGION = "fr-par"
+# The demo's SSE-C key: derived from a public phrase, so as public as the Azurite key. Local only.
+LOCAL_SSE_C_KEY = base64.b64encode(hashlib.sha256(b"bascule local development SSE-C key").digest()).decode()
 
-DEMO_PORTS = {"azurite": 10000, "moto": 9090}
+DEMO_PORTS = {"azurite": 10000, "moto": 9090, "ssec": 9091}
 
 
 @dataclass(frozen=True)
 class Ports:
     azurite: int
     moto: int
+    ssec: int = 0  # the SSE-C stand-in in front of moto; 0: none, the S3 connection goes to moto
 
 
 def azurite_url(port: int) -> str:
@@ -60,7 +68,7 @@ def local_connections(ports: Ports, *, azure_key: str = AZURITE_KEY) -> dict[str
         "login": S3_ACCESS_KEY,
         "password": S3_SECRET_KEY,
         "extra": {
-            "endpoint_url": f"http://127.0.0.1:{ports.moto}",
+            "endpoint_url": f"http://127.0.0.1:{ports.ssec or ports.moto}",
             "region_name": TARGET_REGION,
             # boto3 >= 1.36 adds CRC32 to every upload; not every S3-compatible store accepts it.
             "config_kwargs": {
@@ -72,6 +80,8 @@ def local_connections(ports: Ports, *, azure_key: str = AZURITE_KEY) -> dict[str
     return {
         "AIRFLOW_CONN_HDH_AZURE_BLOB": json.dumps(azure),
         "AIRFLOW_CONN_HDH_SCALEWAY_S3": json.dumps(s3),
+        # The workloads' SSE-C key (target.encryption.key_conn_id): base64 of 32 bytes in the password.
+        "AIRFLOW_CONN_HDH_SCALEWAY_SSE_C": json.dumps({"conn_type": "generic", "password": LOCAL_SSE_C_KEY}),
         # The stand-ins speak plain HTTP on loopback: the policy allows that only in a deployment
         # declared local development, and the evidence says so. Production leaves it unset.
         "AIRFLOW_VAR_BASCULE_DEPLOYMENT": "local-development",
@@ -168,6 +178,11 @@ def start_moto(state_dir: Path, port: int) -> int:
     argv = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     # moto spools large objects to TMPDIR: keep them inside the state folder.
     return _spawn("moto", argv, state_dir, port, env={"TMPDIR": str(spool)})
+
+
+def start_ssec(state_dir: Path, port: int, upstream: int) -> int:
+    argv = [sys.executable, str(ROOT / "tests" / "ssec_standin.py"), "--port", str(port), "--upstream-port", str(upstream)]
+    return _spawn("ssec", argv, state_dir, port)
 
 
 def stop_process(state_dir: Path, name: str, *, grace: float = 10.0) -> bool:
@@ -273,7 +288,7 @@ def _reap(pid: int) -> None:
         pass
 
 
-SERVICES = ("azurite", "moto")
+SERVICES = ("azurite", "moto", "ssec")
 
 
 def up(state_dir: Path, ports: Ports) -> None:
@@ -286,6 +301,9 @@ def up(state_dir: Path, ports: Ports) -> None:
         if not is_running(state_dir, "moto"):
             start_moto(state_dir, ports.moto)
             started.append("moto")
+        if ports.ssec and not is_running(state_dir, "ssec"):
+            start_ssec(state_dir, ports.ssec, ports.moto)
+            started.append("ssec")
     except Exception:
         for name in started:
             stop_process(state_dir, name)
@@ -314,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--azurite-port", type=int, default=DEMO_PORTS["azurite"])
     parser.add_argument("--moto-port", type=int, default=DEMO_PORTS["moto"])
+    parser.add_argument("--ssec-port", type=int, default=DEMO_PORTS["ssec"], help="0: no SSE-C stand-in")
     args = parser.parse_args(argv)
-    ports = Ports(args.azurite_port, args.moto_port)
+    ports = Ports(args.azurite_port, args.moto_port, args.ssec_port)
     state_dir: Path = args.state_dir
     if args.command == "up":
         up(state_dir, ports)

@@ -20,11 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from machine_pg import PF_APP_ROLE, PF_SOURCE_DB, PF_TARGET_DB, admin_connection  # noqa: E402, F401
+
 import devstack  # noqa: E402
 import pgclusters  # noqa: E402
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="bascule-tests-"))
-PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port())
+PORTS = devstack.Ports(azurite=devstack.free_port(), moto=devstack.free_port(), ssec=devstack.free_port())
 
 os.environ.update(
     {
@@ -63,18 +65,6 @@ def airflow_db(session_dir: Path) -> Path:
     return Path(os.environ["AIRFLOW_HOME"])
 
 
-def admin_connection():
-    """The machine's own PostgreSQL (trust auth on 127.0.0.1:5432, wal_level=replica), in autocommit."""
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    return conn
-
-
-PF_SOURCE_DB = "bascule_pf_source"
-PF_TARGET_DB = "bascule_pf_target"
-PF_APP_ROLE = "pf_app"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 FaultKind = Literal["slowdown", "error500", "reset"]
@@ -100,6 +100,29 @@ class Fault:
         return True
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An answer an :class:`Interceptor` gives instead of forwarding."""
+
+    status: int
+    code: str
+    message: str
+
+
+class Interceptor(Protocol):
+    """Screens requests before they are forwarded and may rewrite what comes back (a strict stand-in)."""
+
+    def before(self, request: Request, headers: dict[str, str], body: bytes) -> Refusal | tuple[dict[str, str], bytes]:
+        """Refuse the request, or return the headers and body to forward (possibly rewritten)."""
+        ...
+
+    def after(
+        self, request: Request, sent: dict[str, str], status: int, headers: list[tuple[str, str]], data: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The response status, headers and body to return (possibly rewritten)."""
+        ...
+
+
 class FaultProxy:
     def __init__(
         self,
@@ -108,17 +131,20 @@ class FaultProxy:
         upstream_host: str = "127.0.0.1",
         lifetime_s: float = 300.0,
         max_body: int = 128 * 1024 * 1024,
+        interceptor: Interceptor | None = None,
+        port: int = 0,
     ):
         if upstream_host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"faultproxy forwards to loopback only, not {upstream_host!r}")
         self.upstream = (upstream_host, upstream_port)
         self.max_body = max_body
+        self.interceptor = interceptor
         self.lifetime_s = lifetime_s
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self.requests: list[Request] = []  # every request seen, in order (tests are small)
         self.injected: Counter[str] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
@@ -207,7 +233,14 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if fault is not None:
                 self._send_error(*_ERRORS[fault])
                 return
-            self._forward(body)
+            headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP_BY_HOP}
+            if proxy.interceptor is not None:
+                screened = proxy.interceptor.before(request, headers, body)
+                if isinstance(screened, Refusal):
+                    self._send_error(screened.status, screened.code, screened.message)
+                    return
+                headers, body = screened
+            self._forward(request, headers, body)
 
         def _read_body(self) -> bytes | None:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -221,18 +254,20 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return None
             return self.rfile.read(length) if length else b""
 
-        def _forward(self, body: bytes) -> None:
+        def _forward(self, request: Request, headers: dict[str, str], body: bytes) -> None:
             upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
             try:
                 upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for name, value in self.headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        upstream.putheader(name, value)
+                for name, value in headers.items():
+                    upstream.putheader(name, value)
                 upstream.endheaders(body or None)
                 response = upstream.getresponse()
                 data = response.read()
-                self.send_response_only(response.status, response.reason)
-                for name, value in response.getheaders():
+                status, answer = response.status, response.getheaders()
+                if proxy.interceptor is not None:
+                    status, answer, data = proxy.interceptor.after(request, headers, status, answer, data)
+                self.send_response_only(status, None if status != response.status else response.reason)
+                for name, value in answer:
                     lower = name.lower()
                     if lower in _HOP_BY_HOP or (lower == "content-length" and self.command != "HEAD"):
                         continue

@@ -73,12 +73,25 @@ class BlobSource(_Strict):
     _prefix = field_validator("prefix")(_check_prefix)
 
 
+class TargetEncryption(_Strict):
+    """How every object is encrypted at rest (docs/security.md#sse-c-keys).
+
+    ``sse_c``: the server encrypts with a customer key sent on every request; the key is
+    the password (base64 of 32 bytes) of the Airflow connection ``key_conn_id``, never
+    a manifest field.
+    """
+
+    method: Literal["sse_c"]
+    key_conn_id: ConnId
+
+
 class S3Target(_Strict):
     conn_id: ConnId
     bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
     prefix: str = ""
     region: ScalewayRegion
     create_if_missing: bool = False
+    encryption: TargetEncryption | None = None
 
     _prefix = field_validator("prefix")(_check_prefix)
 
@@ -121,12 +134,29 @@ class PostgresTarget(_Strict):
 
 
 class EvidenceLocation(_Strict):
-    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document."""
+    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document.
+
+    Under Object Lock by default: a bucket Bascule creates gets it (Scaleway allows it only
+    at creation), each record is locked in ``lock_mode`` for ``retention_days``; an existing
+    bucket without it is refused at preflight unless ``object_lock: false`` with a
+    ``justification``, which the evidence records.
+    """
 
     conn_id: ConnId
     bucket: Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
     region: ScalewayRegion
     create_if_missing: bool = False
+    object_lock: bool = True
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    # Six years: two three-year HDS certification cycles (docs/evidence.md); COMPLIANCE cannot be shortened.
+    retention_days: int = Field(default=2190, ge=1, le=36500)
+    justification: NonEmptyText | None = None
+
+    @model_validator(mode="after")
+    def _justify_no_lock(self) -> EvidenceLocation:
+        if not self.object_lock and not self.justification:
+            raise ValueError("evidence.object_lock: false needs an evidence.justification (recorded in the evidence)")
+        return self
 
 
 class Replication(_Strict):

@@ -25,11 +25,44 @@ def blob_container(conn_id: str, container: str) -> Any:
     return AzureBlobContainer(WasbHook(wasb_conn_id=conn_id).get_conn(), container)
 
 
-def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8) -> Any:
+def sse_c_key(conn_id: str) -> Any:
+    """The SSE-C key held (base64) in the password of connection ``conn_id``, masked in task logs.
+
+    Refuses (EncryptionKeyError, naming the connection) before any request is made when
+    the connection is missing, empty, not base64 or not 32 bytes. Only the fingerprint
+    may leave this function in a log line, an XCom or the evidence.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
+
+    from bascule.storage.encryption import RUNBOOK, EncryptionKeyError, SseCKey
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException and its kin: the message says which id
+        raise EncryptionKeyError(
+            f"Airflow connection '{conn_id}' (target.encryption.key_conn_id) holding the SSE-C key could not be "
+            f"read ({type(exc).__name__}); create it with the key as its password. Nothing was written ({RUNBOOK})"
+        ) from None
+    password = connection.password or ""
+    if password:
+        mask_secret(password)  # the task log shows *** if anything ever prints it
+    return SseCKey.from_base64(password, conn_id)
+
+
+def target_bucket(workload: Any, bucket: str | None = None, *, concurrency: int = 8) -> Any:
+    """An object workload's target bucket, with its SSE-C key when the manifest asks for one."""
+    encryption = workload.target.encryption
+    key = sse_c_key(encryption.key_conn_id) if encryption is not None and encryption.method == "sse_c" else None
+    return s3_bucket(workload.target.conn_id, bucket or workload.target.bucket, concurrency=concurrency, sse_c=key)
+
+
+def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8, sse_c: Any = None) -> Any:
     """The bucket through the connection, with a connection pool sized for ``concurrency`` threads.
 
     The connection's own ``config_kwargs`` win over Bascule's recommendations, so an
-    operator can still tune a store that needs something else.
+    operator can still tune a store that needs something else. ``sse_c``: the SseCKey
+    every object request then carries.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.config import Config
@@ -41,7 +74,7 @@ def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8) -> Any:
     config = Config(**recommended_s3_config(concurrency))
     if from_connection is not None:
         config = config.merge(from_connection)
-    return S3Bucket(S3Hook(aws_conn_id=conn_id, config=config).get_conn(), bucket)
+    return S3Bucket(S3Hook(aws_conn_id=conn_id, config=config).get_conn(), bucket, sse_c=sse_c)
 
 
 def container_client(conn_id: str, container: str) -> Any:
@@ -99,6 +132,14 @@ def pg_params(conn_id: str, database: str) -> Any:
         dbname=database,
         sslmode=extra.get("sslmode"),
     )
+
+
+def pg_tls(conn_id: str) -> tuple[str | None, str | None]:
+    """``(sslmode, sslrootcert)`` from the connection's extra, for the Managed PostgreSQL TLS rule."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    extra = PostgresHook(postgres_conn_id=conn_id).connection.extra_dejson
+    return extra.get("sslmode"), extra.get("sslrootcert")
 
 
 def postgres_sides(workload: Any) -> Any:

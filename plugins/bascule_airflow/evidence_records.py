@@ -7,6 +7,9 @@ failed attempt leaves no record and a retry appends its own. The idempotency key
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -19,7 +22,10 @@ def chain_for(workload: dict[str, Any], run_id: str) -> Any:
 
     model = clients.workload_model(workload)
     store = clients.evidence_store(model)
-    return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id)
+    lock: dict[str, Any] = {}
+    if model.kind == "postgres":  # the manifest's lock mode and retention (objects: the chain's defaults)
+        lock = {"lock_mode": model.evidence.lock_mode, "retention": timedelta(days=model.evidence.retention_days)}
+    return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id, **lock)
 
 
 def append(
@@ -72,7 +78,9 @@ class VerifyEvidenceOperator(BaseOperator):
             ("report.html", html.encode(), "text/html; charset=utf-8"),
             ("report.md", render_markdown(records, result).encode(), "text/markdown; charset=utf-8"),
         ):
-            chain.client.put_object(Bucket=chain.bucket, Key=base + name, Body=body, ContentType=kind)
+            # Content-MD5: an Object Lock bucket (the evidence bucket) refuses a write without it.
+            md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+            chain.client.put_object(Bucket=chain.bucket, Key=base + name, Body=body, ContentType=kind, ContentMD5=md5)
         if not result.ok:
             raise AirflowFailException(
                 f"evidence chain broken: {result.reason} (record {result.first_broken}). "

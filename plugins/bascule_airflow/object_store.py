@@ -35,9 +35,7 @@ class _ObjectStorePhase(PhaseOperator):
     def _target(self, workload: Any, bucket: str | None = None) -> Any:
         from bascule_airflow import clients
 
-        return clients.s3_bucket(
-            workload.target.conn_id, bucket or workload.target.bucket, concurrency=workload.transfer.concurrency
-        )
+        return clients.target_bucket(workload, bucket, concurrency=workload.transfer.concurrency)
 
     def _evidence(self, workload: Any, target: Any) -> Any:
         from bascule.governance.evidence.store import EvidenceStore

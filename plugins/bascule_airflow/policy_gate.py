@@ -19,12 +19,20 @@ def deployment() -> Any:
 
 
 def enforce_object_target(workload: Any, bucket: Any) -> Any:
-    """The target bucket's rules (TLS, encryption, no archive, not public, region); raises PolicyViolation."""
+    """The target bucket's rules (TLS, encryption, no archive, not public, region); raises PolicyViolation.
+
+    For an object workload's data bucket (health data) every object must be SSE-C: the
+    bucket's key is checked, and sampled objects must answer 400 to a HEAD without it.
+    A postgres workload's evidence bucket holds no health data: its default encryption suffices.
+    """
     from bascule.governance.object_policy import enforce_object_target_policy
 
+    data = workload.kind == "object_store"
+    key = bucket.sse_c.key if getattr(bucket, "sse_c", None) is not None else None
     return enforce_object_target_policy(
-        bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=None,
-        expected_region=workload.target.region if workload.kind == "object_store" else workload.evidence.region,
+        bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=key,
+        expected_region=workload.target.region if data else workload.evidence.region,
+        health_data=data, sample_prefix=workload.target.prefix if data else None,
     )  # fmt: skip
 
 

@@ -29,7 +29,12 @@ class PreflightOperator(PhaseOperator):
 
         dry_run = _as_bool(self.dry_run)
         if self.workload["kind"] == "object_store":
-            report = _object_store_report(self.workload, self.manifest_path, dry_run)
+            from bascule.storage.encryption import EncryptionKeyError
+
+            try:
+                report = _object_store_report(self.workload, self.manifest_path, dry_run)
+            except EncryptionKeyError as exc:  # before any request: nothing created on either side
+                self._fail_or_retry(exc)
         else:
             report = _postgres_report(self.workload, self.manifest_path, dry_run)
         for check in report.checks:
@@ -57,13 +62,15 @@ def _object_store_report(workload_json: dict[str, Any], manifest_path: str, dry_
     from bascule_airflow import clients, policy_gate
 
     workload = ObjectStoreWorkload.model_validate(workload_json)
+    target = clients.target_bucket(workload)  # a missing or malformed SSE-C key refuses here, before any request
     return preflight_object_store(
         workload,
         manifest_path,
         clients.blob_container(workload.source.conn_id, workload.source.container),
-        clients.s3_bucket(workload.target.conn_id, workload.target.bucket),
+        target,
         dry_run=dry_run,
         deployment=policy_gate.deployment(),
+        sse_customer_key=target.sse_c.key if target.sse_c is not None else None,
     )
 
 
@@ -88,17 +95,44 @@ def _postgres_report(workload_json: dict[str, Any], manifest_path: str, dry_run:
 
 def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_run: bool) -> Any:
     """Both servers answer: now check replication readiness, keys, roles and the evidence bucket."""
+    from bascule.governance.evidence.lock import check_evidence_object_lock
     from bascule.postgres.preflight import preflight_checks
     from bascule.preflight import PreflightReport
     from bascule_airflow import clients
     from bascule_airflow.policy_gate import deployment
 
     evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+    sides = clients.postgres_sides(workload)
     extra = preflight_checks(
-        workload, clients.postgres_sides(workload), evidence_bucket, manifest_path, dry_run=dry_run,
-        deployment=deployment(),
+        workload, sides, evidence_bucket, manifest_path, dry_run=dry_run, deployment=deployment(),
     )  # fmt: skip
-    return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
+    extra += _managed_target(workload, sides, deployment(), dry_run)
+    # After the bucket check, which creates a missing bucket (with Object Lock) unless this is a dry run.
+    exists = evidence_bucket.region() is not None
+    lock = check_evidence_object_lock(evidence_bucket.client, workload.evidence, manifest_path, exists=exists)
+    return PreflightReport(report.workload_id, [*report.checks, *extra, lock], retryable=False)
+
+
+def _managed_target(workload: Any, sides: Any, deployment_kind: str, dry_run: bool) -> list[Any]:
+    """Scaleway Managed PostgreSQL's own limits on the target; not on a declared local stand-in (flagged)."""
+    from bascule.governance.policy import CheckResult, is_local_standin_host, local_development_pass
+    from bascule.postgres.managed_target import check_managed_target
+    from bascule_airflow import clients
+
+    host = sides.target_params.host
+    if deployment_kind == "local-development" and is_local_standin_host(host):
+        what = "Scaleway Managed PostgreSQL limits (version 16+, subscriptions, verify-full) were not evaluated"
+        return [local_development_pass("managed_target", what, f"'{host}'", {"host": host})]
+    sslmode, sslrootcert = clients.pg_tls(workload.target.conn_id)
+    try:
+        with sides.autocommit_target() as conn:
+            return list(
+                check_managed_target(conn, sslmode=sslmode, sslrootcert=sslrootcert, conn_id=workload.target.conn_id)
+            )
+    except Exception as exc:  # the target database may not exist yet in a dry run
+        if not dry_run:
+            raise
+        return [CheckResult("managed_target", True, f"not checked in a dry run: {str(exc).splitlines()[0]}")]
 
 
 def _as_bool(value: Any) -> bool:

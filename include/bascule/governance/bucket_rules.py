@@ -16,8 +16,6 @@ check configuration, which is what an auditor reads, not the stand-in's behaviou
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,13 +25,16 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bascule.exceptions import StoreAccessError
+from bascule.governance.encryption_sample import check_sse_c_sample
 from bascule.governance.policy import DOCS, CheckResult
+from bascule.storage.bucket_guard import missing_guards
+from bascule.storage.encryption import SSE_C_KEY_BYTES, key_fingerprint, key_problem
 
 # Archive tiers: data there cannot be read without a restore (hours), so validation,
 # the smoke check and consumers would fail, and HDS availability commitments break.
 # Scaleway names its archive class GLACIER; the other two are AWS's.
 ARCHIVE_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"})
-SSE_C_KEY_BYTES = 32  # AES-256, the only SSE-C algorithm S3 and Scaleway accept
+__all__ = ["SSE_C_KEY_BYTES"]  # re-exported: callers and tests import it from here
 
 _ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 _AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -140,22 +141,12 @@ def sse_customer_key_md5(key: bytes) -> str:
     Safe to record: it identifies the key (rotation audits, matching HEAD answers)
     and reveals nothing usable about a 256-bit random key.
     """
-    return base64.b64encode(hashlib.md5(key, usedforsecurity=False).digest()).decode("ascii")
+    return key_fingerprint(key)
 
 
 def sse_customer_key_problem(key: bytes, bucket: str) -> str | None:
     """Why ``key`` cannot serve as an SSE-C key, or None if it can."""
-    if len(key) != SSE_C_KEY_BYTES:
-        return (
-            f"the SSE-C key for bucket '{bucket}' is {len(key)} bytes; SSE-C (AES256) needs exactly "
-            f"{SSE_C_KEY_BYTES} random bytes. Fix the key in the Airflow connection that holds it ({DOCS})"
-        )
-    if len(set(key)) == 1:
-        return (
-            f"the SSE-C key for bucket '{bucket}' repeats one byte value: it is a placeholder, not a key. "
-            f"Generate one with `openssl rand -base64 32` ({DOCS})"
-        )
-    return None
+    return key_problem(key, f"bucket '{bucket}'")
 
 
 def default_encryption_algorithms(configuration: Mapping[str, Any]) -> list[str]:
@@ -168,18 +159,34 @@ def default_encryption_algorithms(configuration: Mapping[str, Any]) -> list[str]
     return algorithms
 
 
-def check_encryption_at_rest(client: Any, bucket: str, *, sse_customer_key: bytes | None) -> CheckResult:
-    """``policy_encryption_at_rest``: SSE-C with the customer key, or a readable bucket default encryption.
+def check_encryption_at_rest(
+    client: Any, bucket: str, *, sse_customer_key: bytes | None, health_data: bool = False
+) -> CheckResult:
+    """``policy_encryption_at_rest``: SSE-C with the customer key, or (for a bucket that holds no
+    health data, e.g. an evidence bucket) a readable bucket default encryption.
 
-    The key comes from an Airflow connection (never the manifest); the writer must send
-    it with every PUT, UploadPart and CopyObject. The bucket's default encryption is
-    read and recorded either way.
+    ``health_data`` (every health-data target): Scaleway's HDS guidance asks
+    for every object to be encrypted with SSE-C or client-side; a bucket default
+    encryption (PutBucketEncryption) is its compliant-*deletion* mechanism, not an
+    encryption method, so it does not satisfy the rule alone. The key comes from an
+    Airflow connection (never the manifest); the writer sends it on every object request.
+    The bucket's default encryption is read and recorded either way.
     """
     name = "policy_encryption_at_rest"
     unreadable: str | None = None
-    key_problem = sse_customer_key_problem(sse_customer_key, bucket) if sse_customer_key is not None else None
-    if key_problem is not None:
-        return CheckResult(name, False, key_problem, {"sse_c": "invalid key"})
+    problem = sse_customer_key_problem(sse_customer_key, bucket) if sse_customer_key is not None else None
+    if problem is not None:
+        return CheckResult(name, False, problem, {"sse_c": "invalid key"})
+    if health_data and sse_customer_key is None:
+        return CheckResult(
+            name,
+            False,
+            f"objects in bucket '{bucket}' would not be encrypted with SSE-C or client-side: Scaleway's HDS guidance "
+            "requires one of them for every object (a bucket default encryption is its deletion mechanism, not "
+            "an encryption method). Fix: set target.encryption {method: sse_c, key_conn_id: <connection>} in the "
+            f"manifest ({DOCS})",
+            {"sse_c": False, "method": None},
+        )
     try:
         answer = read_bucket_setting(client, bucket, ENCRYPTION)
     except SettingUnverifiable as exc:
@@ -258,25 +265,67 @@ def _when(transition: Mapping[str, Any]) -> str:
     return f"on {transition['Date']}" if "Date" in transition else "at once"
 
 
-def check_no_archive_lifecycle(client: Any, bucket: str) -> CheckResult:
-    """``policy_no_archive_lifecycle``: no enabled lifecycle rule transitions data to an archive class."""
-    name = "policy_no_archive_lifecycle"
+def enabled_rule_ids(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids of the enabled lifecycle rules (``#n`` for a rule without one)."""
+    return [
+        str(rule.get("ID") or f"#{index + 1}")
+        for index, rule in enumerate(rules)
+        if str(rule.get("Status", "")).lower() == "enabled"
+    ]
+
+
+def check_no_lifecycle(client: Any, bucket: str) -> CheckResult:
+    """``policy_no_lifecycle``: no enabled lifecycle rule at all on a bucket holding health data.
+
+    Scaleway's HDS guidance: "make sure that there is no active lifecycle rule" (not only
+    archive transitions: an expiration deletes data, a transition moves it to a class the
+    HDS commitment may not cover). Disabled rules move nothing and pass, counted.
+    """
+    name = "policy_no_lifecycle"
     try:
         answer = read_bucket_setting(client, bucket, LIFECYCLE)
     except SettingUnverifiable as exc:
         return CheckResult(name, False, str(exc))
     rules = list((answer or {}).get("Rules") or ())
-    offending = archive_transitions(rules)
-    facts = {"lifecycle_rules": len(rules), "archive_transitions": offending}
-    if not offending:
-        what = f"{len(rules)} lifecycle rule(s), none to an archive class" if rules else "no lifecycle rule"
+    enabled, archived = enabled_rule_ids(rules), archive_transitions(rules)
+    facts = {"lifecycle_rules": len(rules), "enabled_rules": enabled, "archive_transitions": archived}
+    if not enabled:
+        what = f"{len(rules)} lifecycle rule(s), all disabled" if rules else "no lifecycle rule"
         return CheckResult(name, True, f"bucket '{bucket}' has {what}", facts)
+    archive = f" ({'; '.join(archived)})" if archived else ""
     return CheckResult(
         name,
         False,
-        f"bucket '{bucket}' has lifecycle rule(s) moving data to an archive class: {'; '.join(offending)}. "
-        "Archived objects cannot be read without a restore, so validation, consumers and the HDS availability "
-        "commitment would fail. Fix: remove or disable those transitions (put-bucket-lifecycle-configuration)",
+        f"bucket '{bucket}' has enabled lifecycle rule(s) {', '.join(repr(i) for i in enabled)}{archive}: Scaleway's "
+        "HDS guidance allows no active lifecycle rule on a bucket holding health data. Fix: remove them "
+        f"(docs/runbooks.md#policy-no-lifecycle: aws s3api delete-bucket-lifecycle --bucket {bucket})",
+        facts,
+    )
+
+
+def check_guard_policy(client: Any, bucket: str) -> CheckResult:
+    """``policy_denies_prohibited``: the bucket policy still denies lifecycle rules and other storage classes.
+
+    Bascule attaches it when it creates a health-data bucket (:mod:`bascule.storage.bucket_guard`);
+    for a bucket created by someone else, its owner adds the same two statements.
+    """
+    name = "policy_denies_prohibited"
+    try:
+        policy = read_bucket_setting(client, bucket, BUCKET_POLICY)
+    except SettingUnverifiable as exc:
+        return CheckResult(name, False, str(exc))
+    missing = missing_guards((policy or {}).get("Policy"))
+    facts = {"bucket_policy": bool((policy or {}).get("Policy")), "missing_statements": missing}
+    if not missing:
+        return CheckResult(
+            name, True, f"bucket '{bucket}''s policy denies PutLifecycleConfiguration and non-STANDARD writes", facts
+        )
+    return CheckResult(
+        name,
+        False,
+        f"bucket '{bucket}''s policy lacks {', '.join(missing)}: nothing stops a lifecycle rule or an archive-class "
+        "write from being added. Fix: add the statements shown in docs/security.md#bucket-policy-for-health-data "
+        "to the bucket policy (put-bucket-policy)",
         facts,
     )
 
@@ -426,17 +475,25 @@ def evaluate_bucket_rules(
     sse_customer_key: bytes | None,
     sample_prefix: str | None = None,
     sample_size: int = 1000,
+    health_data: bool = False,
 ) -> list[CheckResult]:
     """The rules about the bucket's own settings: encryption at rest, archive lifecycle, public
     access, and, with ``sample_prefix``, the storage classes of the first ``sample_size``
-    objects written under it."""
+    objects written under it, and (with an SSE-C key) that sampled objects really are
+    SSE-C objects (:func:`bascule.governance.encryption_sample.check_sse_c_sample`)."""
     checks = [
-        check_encryption_at_rest(client, bucket, sse_customer_key=sse_customer_key),
-        check_no_archive_lifecycle(client, bucket),
+        check_encryption_at_rest(
+            client, bucket, sse_customer_key=sse_customer_key, health_data=health_data
+        ),
+        check_no_lifecycle(client, bucket),
         check_not_public(client, bucket),
     ]
+    if health_data:
+        checks.append(check_guard_policy(client, bucket))
     if sample_prefix is not None:
         checks.append(_sample_storage_classes(client, bucket, sample_prefix, sample_size))
+    if sse_customer_key is not None and checks[0].ok:
+        checks.append(check_sse_c_sample(client, bucket, sse_customer_key, prefix=sample_prefix or ""))
     return checks
 
 
@@ -453,4 +510,3 @@ def _sample_storage_classes(client: Any, bucket: str, prefix: str, limit: int) -
         return CheckResult("policy_no_archive_storage_class", False, str(exc))
     listed = [_Listed(o["Key"], o.get("StorageClass")) for o in (answer or {}).get("Contents", ())]
     return check_storage_classes(listed, bucket=bucket)
-

@@ -78,6 +78,7 @@ class ObjectTargetRules(TypedDict, total=False):
     expected_region: str | None
     sample_prefix: str | None
     sample_size: int
+    health_data: bool
 
 
 def evaluate_object_target_policy(
@@ -90,8 +91,12 @@ def evaluate_object_target_policy(
     expected_region: str | None = None,
     sample_prefix: str | None = None,
     sample_size: int = 1000,
+    health_data: bool = False,
 ) -> list[CheckResult]:
     """Every object-store rule on one existing bucket, each with its verdict.
+
+    ``health_data``: the bucket holds health data, so every object must be
+    SSE-C (a bucket default encryption alone does not pass).
 
     ``expected_region`` adds the bucket-region rule (used when re-evaluating before
     the routing switch). Raises StoreAccessError only when the endpoint did not
@@ -101,8 +106,9 @@ def evaluate_object_target_policy(
     if expected_region is not None:
         checks.append(_check_region_of(client, bucket, expected_region))
     return checks + evaluate_bucket_rules(
-        client, bucket, sse_customer_key=sse_customer_key, sample_prefix=sample_prefix, sample_size=sample_size
-    )
+        client, bucket, sse_customer_key=sse_customer_key, sample_prefix=sample_prefix, sample_size=sample_size,
+        health_data=health_data,
+    )  # fmt: skip
 
 
 def _check_region_of(client: Any, bucket: str, expected_region: str) -> CheckResult:

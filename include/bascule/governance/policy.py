@@ -9,14 +9,18 @@ needs the deployment to be *declared* local development (the Airflow Variable
 
 Rules:
 
-- ``target_region_allowed`` (here): the manifest's target region is in its allow-list.
+- ``target_region_allowed`` (here): the manifest's target region is in its allow-list, and
+  no region other than fr-par (the only HDS region) is targeted or allowed.
 - ``policy_tls`` (:mod:`bascule.governance.object_policy`): the S3 endpoint is ``https``.
 - ``policy_encryption_at_rest`` (:mod:`bascule.governance.bucket_rules`): objects are written
   with SSE-C (a customer key from an Airflow connection) or the bucket has a default
   encryption the policy can read.
-- ``policy_no_archive_lifecycle``: no enabled lifecycle rule moves data to an archive
-  class (GLACIER, DEEP_ARCHIVE, GLACIER_IR; Scaleway's "Glacier" archive class is
-  ``GLACIER``); ``policy_no_archive_storage_class``: no written object is in one.
+- ``policy_no_lifecycle``: no enabled lifecycle rule at all (Scaleway HDS guidance);
+  ``policy_no_archive_storage_class``: no written object is in an archive class
+  (GLACIER, DEEP_ARCHIVE, GLACIER_IR; Scaleway's "Glacier" class is ``GLACIER``);
+  ``policy_denies_prohibited`` (health-data buckets): the bucket policy denies lifecycle
+  rules and writes in another storage class; ``policy_sse_c_sampled``: sampled objects
+  answer 400 to a HEAD without the key.
 - ``policy_not_public``: no bucket policy statement allows a wildcard principal, no ACL
   grant to AllUsers/AuthenticatedUsers, and the server's policy status is not public.
 - ``policy_database_tls`` (:mod:`bascule.governance.database_policy`): the target PostgreSQL
@@ -130,18 +134,40 @@ def checked_deployment(deployment: str) -> Deployment:
 # -- region ------------------------------------------------------------------------------
 
 
+# Scaleway's Object Storage is HDS-certified in Paris only; nl-ams and pl-waw are not offered for health data.
+HDS_REGIONS = frozenset({"fr-par"})
+
+
 def check_target_region(workload: ObjectStoreWorkload | PostgresWorkload, manifest_path: str) -> CheckResult:
-    """The manifest's target region must be in the workload's allow-list (HDS: fr-par)."""
+    """The target region must be in the allow-list, and, the data being health data, an HDS region.
+
+    A ``policy.justification`` lets a manifest *list* another region, but this rule refuses any
+    region other than fr-par, targeted or merely allowed: Bascule moves health data, and
+    Scaleway hosts health data (HDS) in fr-par only.
+    """
     region = workload.target.region
     allowed = list(workload.policy.allowed_regions)
-    if region in allowed:
-        return CheckResult("target_region_allowed", True, f"target region '{region}' is in the allow-list {allowed}")
+    not_hds = sorted(set(allowed) - HDS_REGIONS)
+    why = "Scaleway offers health-data hosting (HDS) in fr-par only: nl-ams and pl-waw are not HDS regions"
+    facts = {"region": region, "allowed_regions": allowed, "hds_regions": sorted(HDS_REGIONS)}
+    if region not in allowed:
+        return CheckResult(
+            "target_region_allowed",
+            False,
+            f"target region '{region}' is not in the allow-list {allowed}. Health data (HDS) must stay in "
+            f"fr-par ({why}); set target.region: fr-par in {manifest_path}",
+            facts,
+        )
+    if region not in HDS_REGIONS or not_hds:
+        return CheckResult(
+            "target_region_allowed",
+            False,
+            f"policy.allowed_regions in {manifest_path} allows {not_hds} for health data, which no justification "
+            f"can make compliant ({why}). Fix: target.region: fr-par and policy.allowed_regions: [fr-par]",
+            facts,
+        )
     return CheckResult(
-        "target_region_allowed",
-        False,
-        f"target region '{region}' is not in the allow-list {allowed}. Health data (HDS) must stay in "
-        f"fr-par; to allow another region, add it to policy.allowed_regions with a policy.justification "
-        f"in {manifest_path}",
+        "target_region_allowed", True, f"target region '{region}' is in the allow-list {allowed} (HDS: fr-par)", facts
     )
 
 

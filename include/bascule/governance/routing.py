@@ -9,6 +9,8 @@ same workload at once without one of them noticing. The document keeps its histo
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -106,12 +108,15 @@ class RoutingRegistry:
 
     def _write(self, routing: Routing, etag: str | None) -> None:
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        body = json.dumps(routing.to_json(), indent=2).encode()
         try:
             self._client.put_object(
                 Bucket=self.bucket,
                 Key=self.key(routing.workload_id),
-                Body=json.dumps(routing.to_json(), indent=2).encode(),
+                Body=body,
                 ContentType="application/json",
+                # S3 requires a Content-MD5 (or checksum) for any write into an Object Lock bucket (evidence buckets).
+                ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode(),
                 **condition,
             )
         except ClientError as exc:

@@ -9,7 +9,8 @@ and a target listing (key, size, ETag: no HEAD per object).
 Proof, cheapest first:
 
 1. a single-part S3 ETag is the MD5 of the stored bytes, so an ETag equal to the
-   expected MD5 proves them;
+   expected MD5 proves them (not on an SSE-C target, ``etag_is_md5=False``: there
+   the ETag is not the plaintext's MD5, whatever a lax stand-in answers);
 2. a transfer record of a copy of this very source version (same source ETag and
    size) whose MD5 is the expected one and whose target ETag is the one listed now:
    the copier verified those bytes as they passed and the object has not been
@@ -79,6 +80,7 @@ def compare(
     readback_md5: Callable[[str], str],
     records: Iterable[TransferRecord] = (),
     order: Callable[[str], Any] = s3_order,
+    etag_is_md5: bool = True,
 ) -> Iterator[ComparisonRow]:
     """Rows for every key on either side, in ``order`` of the keys relative to each prefix.
 
@@ -121,11 +123,16 @@ def compare(
             assert found is not None
             yield ComparisonRow(key, False, True, None, found.size, None, found.metadata.get(MD5_KEY), False)
         else:
-            yield _row(key, left[1], left[2], found, readback_md5)
+            yield _row(key, left[1], left[2], found, readback_md5, etag_is_md5)
 
 
 def _row(
-    key: str, info: ObjectInfo, record: TransferRecord | None, found: ObjectInfo | None, readback: Callable[[str], str]
+    key: str,
+    info: ObjectInfo,
+    record: TransferRecord | None,
+    found: ObjectInfo | None,
+    readback: Callable[[str], str],
+    etag_is_md5: bool,
 ) -> ComparisonRow:
     if found is None:
         return ComparisonRow(key, True, False, info.size, None, info.content_md5, None, False)
@@ -136,7 +143,7 @@ def _row(
     verified = False
     if want is not None and found.size == info.size and recorded in (None, want):
         verified = (
-            etag_proves(found.etag, want)
+            (etag_is_md5 and etag_proves(found.etag, want))
             or (record is not None and record.proves(found.etag, want))
             or readback(found.key) == want
         )

@@ -21,11 +21,10 @@ What one object's copy guarantees
 - **What the target records**: ``md5chksum`` (base64 MD5 of the source bytes, the
   form ``rclone check`` reads for multipart objects), ``bascule-snapshot`` (the run's
   snapshot id) and ``bascule-source-etag`` (the blob's ETag at snapshot time), plus
-  the blob's content type, content encoding and user metadata (see
-  :func:`bascule.storage.s3.encode_metadata` for non-ASCII values).
-  Cache-Control, Content-Disposition and Content-Language are not in the snapshot
-  inventory (:class:`ObjectInfo`) and so are not carried over
-  (:mod:`bascule.objects.provenance`).
+  the blob's content type, content encoding, Cache-Control, Content-Language,
+  Content-Disposition and user metadata (see :func:`bascule.storage.s3.encode_metadata`
+  for non-ASCII values); the source's Content-MD5 survives as ``md5chksum`` and is sent
+  as the PUT's Content-MD5.
 - **Idempotent.** A target object of the same size whose recorded source hash
   matches is skipped (see :func:`bascule.objects.provenance.already_copied`). Leftover multipart uploads of a
   crashed attempt on the same key are aborted before a new one starts.
@@ -98,7 +97,9 @@ def copy_object(
     tkey = obj.key if target_key is None else target_key
     ctx = Attempts(cfg, cancel, obj.key)
 
-    def outcome(status: Status, md5: str | None, reason: str = "", multipart: bool = False) -> CopyOutcome:
+    def outcome(
+        status: Status, md5: str | None, reason: str = "", multipart: bool = False, check: str | None = None
+    ) -> CopyOutcome:
         return CopyOutcome(
             key=obj.key,
             status=status,
@@ -109,6 +110,7 @@ def copy_object(
             target_key=tkey,
             retries=ctx.retries,
             multipart=multipart,
+            server_check=check,
         )
 
     try:
@@ -122,7 +124,8 @@ def copy_object(
         copier = _ObjectCopy(obj, source, target, tkey, snapshot_id, cfg, ctx, on_bytes or (lambda n: None))
         md5_b64, note = copier.run()
         log.debug("copied %s -> %s (%d bytes, md5 %s)", obj.key, tkey, obj.size, md5_b64)
-        return outcome("copied", md5_b64, note, copier.plan.multipart)
+        check = "etag" if copier.etag_checked else "content-md5"
+        return outcome("copied", md5_b64, note, copier.plan.multipart, check)
     except BasculeError as exc:
         log.error("copy of '%s' -> '%s' failed: %s", obj.key, tkey, exc)
         return outcome("failed", None, str(exc))
@@ -146,6 +149,8 @@ class _ObjectCopy:
     expected: bytes | None = field(init=False)  # the source's Content-MD5, when it has one
     stream_single: bool = field(init=False)
     plan: PartPlan = field(init=False)
+    # True once a part was checked by its ETag rather than by a Content-MD5 the server verified.
+    etag_checked: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         obj = self.obj
@@ -252,20 +257,46 @@ class _ObjectCopy:
         return etag
 
     def _streamed_part(self, upload_id: str, number: int, offset: int, length: int, whole: Any) -> tuple[str, Any]:
+        # Where the ETag is the part's MD5 (no SSE-C), checking it costs nothing. Otherwise
+        # (SSE-C: the ETag is not an MD5) the part is read once to hash it, so that it can
+        # carry a Content-MD5 the server checks: memory stays one chunk, the source is read twice.
+        by_etag = self.cfg.verify_part_etag and self.target.etag_is_md5
+        part_md5 = None if by_etag else self._hash_part(number, offset, length)
+        if by_etag:
+            self.etag_checked = True
+
         def attempt() -> tuple[str, Any]:
-            body = self._stream(offset, length, expected=None, seed=whole)
-            etag = _send(body, lambda: self.target.upload_part(self.tkey, upload_id, number, body, content_length=length))
-            if self.cfg.verify_part_etag and etag.lower() != body.md5.hex():
+            body = self._stream(offset, length, expected=part_md5, seed=whole)
+            content_md5 = base64.b64encode(part_md5).decode() if part_md5 is not None else None
+            etag = _send(
+                body,
+                lambda: self.target.upload_part(
+                    self.tkey, upload_id, number, body, content_length=length, content_md5=content_md5
+                ),
+            )
+            if by_etag and etag.lower() != body.md5.hex():
                 body.rewind_progress()
                 raise StoreAccessError(
                     f"{self.target.describe()}: part {number} of '{self.tkey}': the server's ETag {etag} is not the "
-                    f"MD5 {body.md5.hex()} of the bytes sent: damaged in transit (or an SSE-C bucket: set "
-                    "verify_part_etag=False)",
+                    f"MD5 {body.md5.hex()} of the bytes sent: damaged in transit (or a server whose part ETags are "
+                    "not MD5s: set verify_part_etag=False to send a Content-MD5 instead)",
                     retryable=True,
                 )
             return etag, body.outer
 
         return self.ctx.call(f"UploadPart {number}/{self.plan.part_count} (streamed) '{self.tkey}'", attempt)
+
+    def _hash_part(self, number: int, offset: int, length: int) -> bytes:
+        def attempt() -> bytes:
+            body = self._stream(offset, length, expected=None, on_bytes=lambda n: None)
+            try:
+                while body.read(self.cfg.chunk_size):
+                    pass
+            finally:
+                body.close()
+            return body.md5
+
+        return self.ctx.call(f"hash part {number}/{self.plan.part_count} of '{self.obj.key}'", attempt)
 
     def _complete(self, upload_id: str, parts: list[UploadedPart]) -> str:
         try:
@@ -331,11 +362,16 @@ class _ObjectCopy:
     # -- shared --------------------------------------------------------------------
 
     def _object_fields(self, md5_b64: str | None) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "content_type": self.obj.content_type,
             "content_encoding": self.obj.content_encoding,
             "metadata": target_metadata(self.obj, self.snapshot_id, md5_b64),
         }
+        # Passed only when set, so a target that does not know them is not asked to.
+        for name in ("cache_control", "content_language", "content_disposition"):
+            if value := getattr(self.obj, name):
+                fields[name] = value
+        return fields
 
     def _read_into(self, offset: int, buffer: bytearray) -> None:
         view = memoryview(buffer)
@@ -346,7 +382,15 @@ class _ObjectCopy:
             ),
         )
 
-    def _stream(self, offset: int, length: int, *, expected: bytes | None, seed: Any = None) -> VerifyingStream:
+    def _stream(
+        self,
+        offset: int,
+        length: int,
+        *,
+        expected: bytes | None,
+        seed: Any = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> VerifyingStream:
         def open_chunks() -> Iterator[bytes]:
             return self.source.iter_chunks(
                 self.obj.key, etag=self.obj.etag, chunk_size=self.cfg.chunk_size, offset=offset, length=length
@@ -357,7 +401,7 @@ class _ObjectCopy:
             length,
             expected=expected,
             describe=lambda actual: self._integrity_error(actual),
-            on_bytes=self.on_bytes,
+            on_bytes=on_bytes or self.on_bytes,
             check_cancel=self.ctx.check_cancel,
             seed=seed,
         )

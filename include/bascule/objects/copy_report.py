@@ -21,6 +21,9 @@ class CopyOutcome:
     target_key: str = ""
     retries: int = 0
     multipart: bool = False
+    # How the server checked the bytes of a copy: "content-md5" (every PUT or part carried a
+    # Content-MD5 the server verified) or "etag" (a streamed part's ETag matched its MD5).
+    server_check: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from bascule.governance.bucket_rules import ARCHIVE_STORAGE_CLASSES
 from bascule.governance.evidence.store import EVIDENCE_ROOT, EvidenceStore
 from bascule.objects.compare import compare
 from bascule.objects.transfer_records import latest_records, record_files
@@ -59,11 +60,29 @@ class ParityOutcome:
     summary: str
     problem_count: int = 0  # every failing object, listed or not
     readbacks: int = 0  # objects whose bytes had to be read back (GET) and hashed
+    storage_classes: dict[str, int] = field(default_factory=dict)  # of every listed target object
 
     def to_dict(self) -> dict[str, Any]:
         """The small record XCom and the evidence carry: counts and keys, never the problem list."""
         counts = {"success": self.success, "objects": self.rows, "problems": self.problem_count}
-        return counts | {"readbacks": self.readbacks, "results_key": self.results_key, "report_key": self.report_key}
+        keys = {"results_key": self.results_key, "report_key": self.report_key}
+        return counts | {"readbacks": self.readbacks, "storage_classes": self.storage_classes} | keys
+
+
+class _StorageClasses:
+    """Every listed target object's storage class, tallied as the listing streams (HDS: no archive class)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.archived: list[str] = []  # the first MAX_PROBLEMS_LISTED
+
+    def watch(self, listing: Iterable[ObjectInfo]) -> Iterator[ObjectInfo]:
+        for info in listing:
+            storage_class = (info.access_tier or "STANDARD").upper()
+            self.counts[storage_class] = self.counts.get(storage_class, 0) + 1
+            if storage_class in ARCHIVE_STORAGE_CLASSES and len(self.archived) < MAX_PROBLEMS_LISTED:
+                self.archived.append(f"{info.key} ({storage_class})")
+            yield info
 
 
 def _is_problem(row: dict[str, Any]) -> bool:
@@ -102,16 +121,18 @@ def prove_parity(
 
     problems: list[dict[str, Any]] = []
     problem_count = rows = 0
+    classes = _StorageClasses()
 
     def streamed_rows() -> Iterator[dict[str, Any]]:
         nonlocal problem_count, rows
         for row in compare(
             source_objects,
-            target_inventory(target, workload.target.prefix),
+            classes.watch(target_inventory(target, workload.target.prefix)),
             source_prefix=workload.source.prefix,
             target_prefix=workload.target.prefix,
             readback_md5=counted_readback,
             records=latest_records(evidence, record_keys),
+            etag_is_md5=target.etag_is_md5,
         ):
             data = row.to_dict()
             rows += 1
@@ -130,13 +151,19 @@ def prove_parity(
             "problem_count": problem_count,
             "readbacks": readbacks,
             "problems": problems,
+            "storage_classes": classes.counts,
+            "archived": classes.archived,
         },
     )
     html = render_report_html(f"Parity: {workload.id}", [outcome], context)
     report_key = evidence.put_bytes(f"{name}/parity.html", html.encode(), "text/html; charset=utf-8")
+    summary = outcome.failure_summary()
+    if classes.archived:
+        summary = f"{len(classes.archived)} object(s) in an archive class, e.g. {classes.archived[:5]}; {summary}"
     return ParityOutcome(
-        outcome.success, rows, problems, results_key, report_key, outcome.failure_summary(), problem_count, readbacks
-    )
+        outcome.success and not classes.archived, rows, problems, results_key, report_key, summary, problem_count,
+        readbacks, classes.counts,
+    )  # fmt: skip
 
 
 def describe_problems(problems: list[dict[str, Any]], limit: int = 20, total: int | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from bascule.exceptions import StoreAccessError
-from bascule.governance.bucket_rules import evaluate_bucket_rules, sse_customer_key_problem
+from bascule.governance.bucket_rules import check_encryption_at_rest, evaluate_bucket_rules, sse_customer_key_problem
 from bascule.governance.object_policy import check_bucket_region, check_endpoint_tls
 from bascule.governance.policy import CheckResult, Deployment, PolicyReport, check_target_region
 from bascule.objects.freeze_access_policy import WRITERS_RUNBOOK, missing_policy_message, read_policies
@@ -96,7 +96,9 @@ def preflight_object_store(
                 "connection's extra to match",
             )
         )
-    may_create = workload.target.create_if_missing and region_ok and transport_ok
+    # Nor is a bucket created for objects that would not be encrypted (policy_encryption_at_rest says why).
+    encryption_ok = deployment is None or sse_customer_key is not None
+    may_create = workload.target.create_if_missing and region_ok and transport_ok and encryption_ok
     try:
         actual_region = target.region()
         if actual_region is None and may_create and dry_run:
@@ -108,14 +110,14 @@ def preflight_object_store(
                 )
             )
         elif actual_region is None and may_create:
-            target.create(expected_region)
+            target.create(expected_region, health_data=True)  # with the guard policy (docs/security.md)
             actual_region = target.region()
             checks.add(
                 CheckResult("target_location_exists", True, f"created {target.describe()} in '{expected_region}'")
             )
         elif actual_region is None:
             hint = (
-                "it will not be created while the region or TLS check fails"
+                "it will not be created while the region, TLS or encryption check fails"
                 if workload.target.create_if_missing
                 else f"create it in '{expected_region}', or set target.create_if_missing: true in {manifest_path}"
             )
@@ -153,18 +155,23 @@ def _bucket_policy(
                     target.bucket,
                     sse_customer_key=sse_customer_key,
                     sample_prefix=workload.target.prefix,
+                    health_data=True,  # a data bucket: every object SSE-C (HDS)
                 )
             ]
         except StoreAccessError as exc:
             checks.access_failed("policy_target_readable", exc)
             return [checks.checks[-1]]
     if not would_be_created:
-        return []  # the bucket is missing and will not be created: target_location_exists says why
+        # The bucket is missing and will not be created: target_location_exists says why, and this why not.
+        unencrypted = sse_customer_key is None
+        return [checks.add(_unencrypted(target.bucket))] if unencrypted else []
     # A bucket Bascule creates is private, without lifecycle rules, and encrypted by default
     # (S3Bucket.create sets AES256 default encryption).
     name = "policy_encryption_at_rest"
     if sse_customer_key is not None and (problem := sse_customer_key_problem(sse_customer_key, target.bucket)):
         verdict = CheckResult(name, False, f"{problem} (dry run)", {"sse_c": "invalid key"})
+    elif sse_customer_key is None:
+        verdict = _unencrypted(target.bucket)
     else:
         verdict = CheckResult(
             name,
@@ -175,6 +182,11 @@ def _bucket_policy(
             {"sse_c": sse_customer_key is not None, "default_encryption": ["AES256"]},
         )
     return [checks.add(verdict)]
+
+
+def _unencrypted(bucket: str) -> CheckResult:
+    # No request is made: without a key the rule fails before reading anything.
+    return check_encryption_at_rest(None, bucket, sse_customer_key=None, health_data=True)
 
 
 _UNFREEZABLE = (

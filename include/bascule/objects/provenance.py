@@ -52,6 +52,10 @@ def already_copied(existing: ObjectInfo, obj: ObjectInfo) -> bool:
         own == _own_metadata(obj.metadata)
         and (obj.content_type is None or existing.content_type == obj.content_type)
         and (existing.content_encoding or None) == (obj.content_encoding or None)
+        and all(
+            (getattr(existing, name) or None) == (getattr(obj, name) or None)
+            for name in ("cache_control", "content_language", "content_disposition")
+        )
     )
 
 

@@ -17,6 +17,7 @@ from bascule.objects.copy_engine import copy_object
 from bascule.objects.copy_report import CopyOutcome, Progress, ShardReport
 from bascule.objects.transfer_records import TransferRecord
 from bascule.storage.base import ObjectInfo
+from bascule.storage.encryption import SseCKey
 
 if TYPE_CHECKING:
     from bascule.storage.azure_blob import AzureBlobContainer
@@ -227,7 +228,7 @@ class _ShardRun:
         if self.witness is not None:
             etag = self.witness.take(outcome.target_key)
             if self.records is not None and outcome.status != "failed":
-                self.records(_record_of(obj, outcome, etag))
+                self.records(_record_of(obj, outcome, etag, self.target.sse_c))
         if outcome.status != "failed":
             self.finished_bytes += outcome.bytes
             self._consecutive_failures = 0
@@ -247,7 +248,7 @@ class _ShardRun:
         self._exhausted = True  # pull no more objects; those in flight end as cancelled
 
 
-def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None) -> TransferRecord:
+def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None, sse_c: SseCKey | None) -> TransferRecord:
     return TransferRecord(
         key=obj.key,
         target_key=outcome.target_key,
@@ -258,6 +259,8 @@ def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None) -
         md5_checked_at_source=obj.content_md5 is not None and outcome.md5_b64 == obj.content_md5,
         target_etag=target_etag,
         multipart=outcome.multipart,
+        server_check=outcome.server_check if outcome.status == "copied" else None,
+        sse_c_key_md5=sse_c.fingerprint if sse_c is not None else None,
     )
 
 

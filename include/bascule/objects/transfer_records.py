@@ -9,7 +9,11 @@ memory when the shard ends (:class:`RecordSpool`).
 
 A *copied* record is proof: the copier hashed the bytes as they passed (checked
 against the source's Content-MD5 when it has one), the server accepted each PUT or
-part with its Content-MD5 or ETag, and the record keeps the ETag the target answered.
+part with its Content-MD5 (``server_check="content-md5"``) or a streamed part by its
+ETag (``"etag"``, only where ETags are MD5s), and the record keeps the ETag the target
+answered. On an SSE-C target (``sse_c_key_md5`` set, the key's fingerprint) the ETag
+is not an MD5: only ``content-md5`` records prove, and the ETag serves only to tell
+that the object was not rewritten since.
 A *skipped* record is not proof: the copier only saw the target's metadata, which a
 rewrite can keep while changing the bytes.
 """
@@ -44,13 +48,22 @@ class TransferRecord:
     md5_checked_at_source: bool  # True when ``md5`` is the source's own Content-MD5 (checked, not just computed)
     target_etag: str | None  # what the target answered for the write (skipped: what its HEAD said)
     multipart: bool
+    # Defaults: records written before these fields existed read as "unknown check, no SSE-C".
+    server_check: str | None = None  # "content-md5" or "etag": how the server checked the bytes at upload
+    sse_c_key_md5: str | None = None  # fingerprint of the SSE-C key the copy was written with
 
     def describes(self, info: ObjectInfo) -> bool:
         """True if this record is about the very version ``info`` of the source blob."""
         return self.source_etag == info.etag and self.size == info.size
 
     def proves(self, listed_etag: str, md5_b64: str) -> bool:
-        """True if the copy this records holds ``md5_b64`` and the target still holds that copy."""
+        """True if the copy this records holds ``md5_b64`` and the target still holds that copy.
+
+        An SSE-C copy proves only if the server verified a Content-MD5 on every request
+        that carried its bytes: its ETag is no hash of them.
+        """
+        if self.sse_c_key_md5 is not None and self.server_check != "content-md5":
+            return False
         return (
             self.status == "copied"
             and self.md5 == md5_b64
@@ -122,6 +135,7 @@ def latest_records(store: EvidenceStore, keys: Iterable[str]) -> Iterator[Transf
 
     Each file is sorted; a heap merge of all of them holds one record per file.
     """
+
     def tagged(generation: int, key: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
         return ((_sort_key(r), generation, r) for r in read_jsonl(store, key))
 

@@ -183,7 +183,7 @@ def _check_evidence_bucket(
     location = workload.evidence
     region = bucket.region()
     if region is None and location.create_if_missing and not dry_run:
-        bucket.create(location.region)
+        bucket.create(location.region, object_lock=(location.lock_mode, location.retention_days) if location.object_lock else None)  # noqa: E501
         return CheckResult(
             "evidence_bucket", True, f"created evidence bucket {bucket.describe()} in '{location.region}'"
         )

@@ -373,6 +373,9 @@ def _object_info(props: BlobProperties) -> ObjectInfo:
         content_encoding=settings.content_encoding if settings else None,
         metadata=dict(props.metadata or {}),
         access_tier=str(props.blob_tier) if props.blob_tier else None,
+        cache_control=(settings.cache_control or None) if settings else None,
+        content_language=(settings.content_language or None) if settings else None,
+        content_disposition=(settings.content_disposition or None) if settings else None,
     )
 
 

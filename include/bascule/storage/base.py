@@ -23,3 +23,17 @@ class ObjectInfo:
     content_encoding: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     access_tier: str | None = None
+    # The other content settings a reader relies on (HTTP headers on GET); None when unset.
+    cache_control: str | None = None
+    content_language: str | None = None
+    content_disposition: str | None = None
+
+
+# ObjectInfo field -> boto3 parameter, for the content settings carried over on copy.
+CONTENT_SETTINGS = {
+    "content_type": "ContentType",
+    "content_encoding": "ContentEncoding",
+    "cache_control": "CacheControl",
+    "content_language": "ContentLanguage",
+    "content_disposition": "ContentDisposition",
+}

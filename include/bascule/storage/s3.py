@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import email.header
-import re
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Protocol, TypeVar
-from urllib.parse import quote
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -24,7 +21,11 @@ from botocore.exceptions import (
 )
 
 from bascule.exceptions import BasculeError, StoreAccessError
-from bascule.storage.base import MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
+from bascule.storage.base import CONTENT_SETTINGS, MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
+from bascule.storage.bucket_guard import WRITE_STORAGE_CLASS, guard_policy
+from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
+from bascule.storage.encryption import EncryptionKeyError, SseCKey
+from bascule.storage.metadata import decode_metadata, encode_metadata
 
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 # Beyond TRANSIENT_HTTP_STATUS, the codes S3 throttles or hiccups with.
@@ -44,9 +45,6 @@ _TRANSIENT_CODES = {
 }
 _T = TypeVar("_T")
 
-# RFC 7230 token characters: what an HTTP header name (x-amz-meta-<name>) may hold.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
-_ENCODED_WORD = re.compile(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
 
 
 class Readable(Protocol):
@@ -73,57 +71,25 @@ class MultipartUpload:
     initiated: datetime | None
 
 
-def encode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """User metadata as S3 can carry it in ``x-amz-meta-*`` headers.
-
-    - Names are lowercased (S3 returns them so; Azure compares them case-insensitively,
-      so no two collide); characters outside the HTTP token set are percent-encoded.
-    - Values that are not plain printable ASCII (non-ASCII, control characters,
-      leading/trailing blanks that HTTP would strip) are sent as one RFC 2047
-      encoded word ``=?UTF-8?B?<base64>?=``: the form AWS S3 itself decodes on input
-      and uses on output, and which botocore accepts (it refuses raw non-ASCII).
-      Values that merely look like an encoded word are encoded too, so decoding
-      is never ambiguous. :func:`decode_metadata` reverses both.
-    """
-    encoded: dict[str, str] = {}
-    for name, value in metadata.items():
-        key = name.lower()
-        if not _TOKEN.fullmatch(key):
-            key = quote(key, safe="!#$&'*+-.^_`|~")
-        encoded[key] = _encode_value(value)
-    return encoded
-
-
-def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
-    """Inverse of :func:`encode_metadata` for values (names stay as S3 returns them)."""
-    return {key: _decode_value(value) for key, value in metadata.items()}
-
-
-def _encode_value(value: str) -> str:
-    plain = value.isascii() and value.isprintable() and value == value.strip() and "=?" not in value
-    if plain:
-        return value
-    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
-
-
-def _decode_value(value: str) -> str:
-    if not _ENCODED_WORD.search(value):
-        return value
-    try:
-        return "".join(
-            part.decode(charset or "ascii") if isinstance(part, bytes) else part
-            for part, charset in email.header.decode_header(value)
-        )
-    except (LookupError, ValueError):
-        return value  # not ours and not decodable: keep it verbatim rather than guess
-
-
 class S3Bucket:
-    """One bucket behind one S3 endpoint."""
+    """One bucket behind one S3 endpoint.
 
-    def __init__(self, client: Any, bucket: str):
+    With ``sse_c`` every object request this class makes (PUT, CreateMultipartUpload,
+    UploadPart, CompleteMultipartUpload, CopyObject source and target, HEAD, GET, range
+    GET) carries the SSE-C headers: callers cannot forget them, because no object call
+    goes around this class. Bucket-level calls (listing, settings) take no key.
+    """
+
+    def __init__(self, client: Any, bucket: str, *, sse_c: SseCKey | None = None):
         self._client = client
         self.bucket = bucket
+        self.sse_c = sse_c
+        self._key_params = sse_c.request_params() if sse_c is not None else {}
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """False for SSE-C objects: their ETag is not the MD5 of the plaintext, so it proves nothing."""
+        return self.sse_c is None
 
     @property
     def client(self) -> Any:
@@ -163,10 +129,21 @@ class S3Bucket:
         # S3 reports the historical default region as an empty constraint.
         return answer.get("LocationConstraint") or "us-east-1"
 
-    def create(self, region: str) -> None:
-        """Create the bucket in ``region``, encrypted at rest by default (a policy rule requires it)."""
+    def create(
+        self, region: str, *, health_data: bool = False, object_lock: tuple[str, int] | None = None
+    ) -> None:
+        """Create the bucket in ``region``, encrypted at rest by default (a policy rule requires it).
+
+        ``health_data``: also attach the guard policy that denies lifecycle rules and writes
+        in another storage class (:mod:`bascule.storage.bucket_guard`). ``object_lock``:
+        ``(mode, days)``, Object Lock enabled at creation (the only moment Scaleway allows it)
+        with that default retention.
+        """
+        lock = {"ObjectLockEnabledForBucket": True} if object_lock else {}
         try:
-            self._client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            self._client.create_bucket(
+                Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region}, **lock
+            )
         except ClientError as exc:
             code = _code(exc)
             if code != "BucketAlreadyOwnedByYou":
@@ -178,6 +155,17 @@ class S3Bucket:
                     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
                 },
             )
+            if health_data:
+                self._client.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(guard_policy(self.bucket)))
+            if object_lock:
+                mode, days = object_lock
+                self._client.put_object_lock_configuration(
+                    Bucket=self.bucket,
+                    ObjectLockConfiguration={
+                        "ObjectLockEnabled": "Enabled",
+                        "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}},
+                    },
+                )
         except ClientError as exc:
             raise self._access_error(exc, _code(exc)) from None
 
@@ -209,7 +197,7 @@ class S3Bucket:
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size, ETag and metadata (decoded), or None if there is no such key."""
         try:
-            answer = self._client.head_object(Bucket=self.bucket, Key=key)
+            answer = self._client.head_object(Bucket=self.bucket, Key=key, **self._key_params)
         except ClientError as exc:
             if _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
@@ -229,6 +217,9 @@ class S3Bucket:
             content_encoding=answer.get("ContentEncoding"),
             metadata=metadata,
             access_tier=answer.get("StorageClass"),
+            cache_control=answer.get("CacheControl"),
+            content_language=answer.get("ContentLanguage"),
+            content_disposition=answer.get("ContentDisposition"),
         )
 
     def iter_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -262,6 +253,7 @@ class S3Bucket:
         metadata: Mapping[str, str] | None = None,
         content_md5: str | None = None,
         if_none_match: bool = False,
+        **settings: str | None,
     ) -> str:
         """One PUT; returns the new ETag (unquoted).
 
@@ -269,7 +261,7 @@ class S3Bucket:
         ``metadata`` is user metadata, encoded by :func:`encode_metadata`. A file-like
         ``body`` needs ``content_length``. ``if_none_match`` refuses to overwrite.
         """
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         params["Body"] = body
         if content_length is not None:
             params["ContentLength"] = content_length
@@ -287,9 +279,10 @@ class S3Bucket:
         content_type: str | None = None,
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        **settings: str | None,
     ) -> str:
         """Start a multipart upload; returns its upload id. Metadata is fixed here, before any part."""
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         answer = self._call("CreateMultipartUpload", key, lambda: self._client.create_multipart_upload(**params))
         return str(answer["UploadId"])
 
@@ -310,6 +303,7 @@ class S3Bucket:
             "UploadId": upload_id,
             "PartNumber": part_number,
             "Body": body,
+            **self._key_params,
         }
         if content_length is not None:
             params["ContentLength"] = content_length
@@ -327,6 +321,8 @@ class S3Bucket:
             "Key": key,
             "UploadId": upload_id,
             "MultipartUpload": {"Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]},
+            # Not needed by every server to complete, but a strict one (and AWS with checksums) asks for it.
+            **self._key_params,
         }
         if if_none_match:
             params["IfNoneMatch"] = "*"
@@ -367,23 +363,56 @@ class S3Bucket:
         content_type: str | None = None,
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        **settings: str | None,
     ) -> str:
         """Rewrite an object's metadata in place (server-side copy onto itself, up to 5 GB).
 
         ``if_etag`` makes it a no-op failure (HTTP 412) if the object changed meanwhile.
+        ``settings``: the other content settings (``cache_control``...), which REPLACE would drop.
         """
-        params = self._object_params(key, content_type, content_encoding, metadata)
+        params = self._object_params(key, content_type, content_encoding, metadata, settings)
         params.update(
             CopySource={"Bucket": self.bucket, "Key": key},
             CopySourceIfMatch=f'"{if_etag}"',
             MetadataDirective="REPLACE",
+            # The server decrypts the source and encrypts the copy: it needs the key for both.
+            **(self.sse_c.copy_source_params() if self.sse_c is not None else {}),
         )
         answer = self._call("CopyObject (metadata)", key, lambda: self._client.copy_object(**params))
         return _etag(answer.get("CopyObjectResult", {}))
 
+    def reencrypt(self, key: str, old: SseCKey) -> str:
+        """Rewrite an object in place from ``old`` to this bucket's SSE-C key (key rotation); returns the new ETag.
+
+        A server-side CopyObject onto itself: no egress, metadata kept, up to 5 GB (larger
+        objects need UploadPartCopy, which rotation refuses rather than half-does).
+        """
+        if self.sse_c is None:
+            raise EncryptionKeyError(f"{self.describe()}: re-encrypting '{key}' needs the new SSE-C key")
+        # REPLACE with the object's own settings rather than COPY: some servers (moto) refuse a
+        # copy onto itself that "changes nothing", not counting the key.
+        current = self._call(
+            "HEAD (old key)", key, lambda: self._client.head_object(Bucket=self.bucket, Key=key, **old.request_params())
+        )
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "CopySource": {"Bucket": self.bucket, "Key": key},
+            "CopySourceIfMatch": current["ETag"],
+            "MetadataDirective": "REPLACE",
+            "Metadata": current.get("Metadata") or {},
+            **{name: current[name] for name in CONTENT_SETTINGS.values() if current.get(name)},
+            **old.copy_source_params(),
+            **self._key_params,
+        }
+        answer = self._call("CopyObject (re-encrypt)", key, lambda: self._client.copy_object(**params))
+        return _etag(answer.get("CopyObjectResult", {}))
+
     def get_stream(self, key: str) -> IO[bytes]:
         """The object's body as a stream; the caller reads and closes it."""
-        answer = self._call("GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key))
+        answer = self._call(
+            "GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)
+        )
         body: IO[bytes] = answer["Body"]
         return body
 
@@ -391,7 +420,7 @@ class S3Bucket:
         """The whole object in memory: for small files (reports, manifests) only."""
 
         def read() -> bytes:
-            stream = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            stream = self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)["Body"]
             try:
                 return bytes(stream.read())
             finally:
@@ -411,14 +440,23 @@ class S3Bucket:
         content_type: str | None,
         content_encoding: str | None,
         metadata: Mapping[str, str] | None,
+        settings: Mapping[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        """``settings``: ``cache_control``, ``content_language``, ``content_disposition`` (ObjectInfo names)."""
+        # Always STANDARD, said out loud: the guard policy denies any other class (no archive for HDS).
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "StorageClass": WRITE_STORAGE_CLASS}
+        params.update(self._key_params)
         if content_type:
             params["ContentType"] = content_type
         if content_encoding:
             params["ContentEncoding"] = content_encoding
         if metadata:
             params["Metadata"] = encode_metadata(metadata)
+        for name, value in (settings or {}).items():
+            if name not in CONTENT_SETTINGS:
+                raise TypeError(f"unknown content setting {name!r}")
+            if value:
+                params[CONTENT_SETTINGS[name]] = value
         return params
 
     def _call(self, operation: str, key: str, call: Callable[[], _T]) -> _T:
@@ -440,6 +478,8 @@ class S3Bucket:
         if isinstance(exc, ClientError):
             code, status = _code(exc), _status(exc)
             message = exc.response.get("Error", {}).get("Message", "")
+            if self.sse_c is not None and (key_refused := self._sse_c_refusal(code, status, message)):
+                return EncryptionKeyError(f"{where}: {key_refused}")
             if _denied(code, status):
                 return StoreAccessError(
                     f"{where}: access denied ({code}); check the access key and secret in the target "
@@ -459,6 +499,27 @@ class S3Bucket:
         if isinstance(exc, BotoCoreError):
             return StoreAccessError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
         return StoreAccessError(f"{where}: unexpected {type(exc).__name__}: {exc}", retryable=False)
+
+    def _sse_c_refusal(self, code: str, status: int | None, message: str) -> str | None:
+        """What a refusal means when the bucket is written with SSE-C: the key is the usual suspect.
+
+        S3 answers 400 when the SSE-C headers are missing or malformed and 403 when the key
+        is not the one the object was written with (HEAD answers carry no error code).
+        """
+        assert self.sse_c is not None
+        which = f"the SSE-C key of connection '{self.sse_c.conn_id}' (fingerprint {self.sse_c.fingerprint})"
+        if status == 400 and code in ("InvalidRequest", "InvalidArgument", "InvalidEncryptionAlgorithmError", "400"):
+            return (
+                f"the server refused {which} ({code}: {message or 'no message'}); check that the connection "
+                f"holds the workload's key. Runbook: {SSE_C_RUNBOOK}"
+            )
+        if _denied(code, status):
+            return (
+                f"access denied ({code or status}): either the target connection's access key lacks the "
+                f"permission, or the object was written with another key than {which} (a key rotated "
+                f"without re-encrypting, or the wrong connection). Runbook: {SSE_C_RUNBOOK}"
+            )
+        return None
 
     def _access_error(self, exc: ClientError, code: str) -> StoreAccessError:
         status = _status(exc)

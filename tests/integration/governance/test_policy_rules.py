@@ -19,7 +19,8 @@ import pgclusters
 from bascule.exceptions import PolicyViolation, StoreAccessError
 from bascule.governance.bucket_rules import (
     check_encryption_at_rest,
-    check_no_archive_lifecycle,
+    check_guard_policy,
+    check_no_lifecycle,
     check_not_public,
     check_storage_classes,
     sse_customer_key_md5,
@@ -32,6 +33,7 @@ from bascule.governance.database_policy import (
 from bascule.governance.object_policy import enforce_object_target_policy, evaluate_object_target_policy
 from bascule.objects.preflight import preflight_object_store
 from bascule.storage.azure_blob import AzureBlobContainer
+from bascule.storage.bucket_guard import guard_policy
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import parse_manifest
 
@@ -46,6 +48,13 @@ def _bucket(s3, name: str):
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if name not in existing:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    return name
+
+
+def _guarded(s3, name: str) -> str:
+    """A health-data bucket as Bascule creates one: default encryption and the guard policy."""
+    _encrypted(s3, name)
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(guard_policy(name)))
     return name
 
 
@@ -75,7 +84,7 @@ def test_tls_https_endpoint_passes_in_production(s3_client) -> None:
     assert [(c.name, c.ok) for c in checks] == [
         ("policy_tls", True),
         ("policy_encryption_at_rest", True),
-        ("policy_no_archive_lifecycle", True),
+        ("policy_no_lifecycle", True),
         ("policy_not_public", True),
     ], [c.detail for c in checks]
 
@@ -148,42 +157,75 @@ def test_a_short_sse_c_key_is_refused(s3_client) -> None:
 # -- archive classes ---------------------------------------------------------------------
 
 
-def test_lifecycle_without_archive_transition_passes(s3_client) -> None:
-    bucket = _bucket(s3_client, "policy-lc-ok")
-    s3_client.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {"ID": "ia", "Status": "Enabled", "Filter": {"Prefix": "old/"},
-                 "Transitions": [{"Days": 30, "StorageClass": "ONEZONE_IA"}]},
-                {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
-                 "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
-            ]
-        },
-    )  # fmt: skip
-    result = check_no_archive_lifecycle(s3_client, bucket)
+def _with_lifecycle(s3, name: str, rules: list[dict]) -> str:
+    bucket = _bucket(s3, name)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    return bucket
+
+
+def test_lifecycle_rules_all_disabled_pass_and_are_counted(s3_client) -> None:
+    bucket = _with_lifecycle(s3_client, "policy-lc-off", [
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""},
+         "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]},
+    ])  # fmt: skip
+    result = check_no_lifecycle(s3_client, bucket)
     assert result.ok, result.detail
-    assert result.detail == "bucket 'policy-lc-ok' has 2 lifecycle rule(s), none to an archive class"
+    assert result.detail == "bucket 'policy-lc-off' has 1 lifecycle rule(s), all disabled"
+    assert check_no_lifecycle(s3_client, _bucket(s3_client, "policy-lc-none")).ok
+
+
+def test_any_enabled_lifecycle_rule_is_refused_naming_bucket_and_rules(s3_client) -> None:
+    # Not only archive transitions: an infrequent-access move or an expiration is refused too (HDS).
+    bucket = _with_lifecycle(s3_client, "policy-lc-ia", [
+        {"ID": "ia", "Status": "Enabled", "Filter": {"Prefix": "old/"},
+         "Transitions": [{"Days": 30, "StorageClass": "ONEZONE_IA"}]},
+        {"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 7}},
+        {"ID": "off", "Status": "Disabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}},
+    ])  # fmt: skip
+    result = check_no_lifecycle(s3_client, bucket)
+    assert not result.ok and result.name == "policy_no_lifecycle"
+    assert "bucket 'policy-lc-ia' has enabled lifecycle rule(s) 'ia', 'expire':" in result.detail
+    assert "docs/runbooks.md#policy-no-lifecycle" in result.detail and "'off'" not in result.detail
+    assert result.evidence["enabled_rules"] == ["ia", "expire"]
 
 
 def test_lifecycle_moving_data_to_glacier_is_refused_naming_the_rule(s3_client) -> None:
-    bucket = _bucket(s3_client, "policy-lc-archive")
-    s3_client.put_bucket_lifecycle_configuration(
-        Bucket=bucket,
-        LifecycleConfiguration={
-            "Rules": [
-                {"ID": "to-archive", "Status": "Enabled", "Filter": {"Prefix": "stays/"},
-                 "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]},
-            ]
-        },
-    )  # fmt: skip
-    result = check_no_archive_lifecycle(s3_client, bucket)
+    bucket = _with_lifecycle(s3_client, "policy-lc-archive", [
+        {"ID": "to-archive", "Status": "Enabled", "Filter": {"Prefix": "stays/"},
+         "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]},
+    ])  # fmt: skip
+    result = check_no_lifecycle(s3_client, bucket)
     assert not result.ok
-    assert (
-        "bucket 'policy-lc-archive' has lifecycle rule(s) moving data to an archive class: "
-        "rule 'to-archive' moves prefix 'stays/' to GLACIER after 90 day(s)"
-    ) in result.detail
-    assert "remove or disable those transitions" in result.detail
+    assert "rule 'to-archive' moves prefix 'stays/' to GLACIER after 90 day(s)" in result.detail
+    assert "allows no active lifecycle rule" in result.detail
+
+
+def test_guard_policy_is_required_on_health_data_buckets_and_checked_again(s3_client) -> None:
+    bucket = _guarded(s3_client, "policy-guarded")
+    result = check_guard_policy(s3_client, bucket)
+    assert result.ok, result.detail
+    assert check_not_public(s3_client, bucket).ok  # a Deny to '*' makes nothing public
+    # Someone replaces the policy during the migration: the cutover's re-check refuses.
+    weakened = guard_policy(bucket)
+    weakened["Statement"] = weakened["Statement"][:1]
+    s3_client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(weakened))
+    refused = evaluate_object_target_policy(
+        s3_client, bucket, HTTPS_ENDPOINT, deployment="production", sse_customer_key=SSE_C_KEY, health_data=True
+    )
+    failed = {c.name: c.detail for c in refused if not c.ok}
+    assert list(failed) == ["policy_denies_prohibited"]
+    assert "BasculeHdsDenyOtherStorageClasses (Deny s3:PutObject)" in failed["policy_denies_prohibited"]
+    s3_client.delete_bucket_policy(Bucket=bucket)
+    assert not check_guard_policy(s3_client, bucket).ok
+
+
+def test_a_bucket_bascule_creates_carries_the_guard_policy_and_writes_standard(s3_client) -> None:
+    target = S3Bucket(s3_client, "policy-created-hds")
+    target.create("fr-par", health_data=True)
+    assert check_guard_policy(s3_client, "policy-created-hds").ok
+    target.put_object("a.csv", b"a")
+    (listed,) = target.iter_objects("")
+    assert listed.access_tier == "STANDARD"
 
 
 def test_storage_classes_of_written_objects(s3_client) -> None:
@@ -308,36 +350,43 @@ def test_preflight_without_deployment_reports_the_rules_as_not_evaluated(s3_clie
 def test_preflight_in_production_refuses_plain_http_before_creating_the_bucket(s3_client, policy_source) -> None:
     report = _preflight(s3_client, policy_source, "policy-never-created", deployment="production")
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert set(failed) == {"policy_tls", "target_location_exists"} and not report.retryable
-    assert "will not be created while the region or TLS check fails" in failed["target_location_exists"]
+    # No SSE-C key either: the HDS rule refuses too, and says why (a data bucket needs object encryption).
+    assert set(failed) == {"policy_tls", "target_location_exists", "policy_encryption_at_rest"}
+    assert not report.retryable
+    assert "will not be created while the region, TLS or encryption check fails" in failed["target_location_exists"]
     assert "policy-never-created" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
 
 
 def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, policy_source) -> None:
     compliant = _preflight(
-        s3_client, policy_source, _encrypted(s3_client, "policy-tls"), deployment="local-development"
-    )
+        s3_client, policy_source, _guarded(s3_client, "policy-guarded-tls"), deployment="local-development",
+        sse_customer_key=SSE_C_KEY,
+    )  # fmt: skip
     assert compliant.ok, compliant.summary()
     summary = json.loads(json.dumps(compliant.summary()))
     assert summary["policy"]["local_development"] is True
     assert [c["name"] for c in summary["policy"]["checks"]] == [
         "policy_tls",
         "policy_encryption_at_rest",
-        "policy_no_archive_lifecycle",
+        "policy_no_lifecycle",
         "policy_not_public",
+        "policy_denies_prohibited",
         "policy_no_archive_storage_class",
+        "policy_sse_c_sampled",
     ]
 
-    refused = _preflight(
-        s3_client, policy_source, _bucket(s3_client, "policy-enc-none"), deployment="local-development"
-    )
-    assert [c.name for c in refused.checks if not c.ok] == ["policy_encryption_at_rest"] and not refused.retryable
-    with pytest.raises(Exception, match="policy_encryption_at_rest: bucket 'policy-enc-none' has no default"):
-        refused.raise_for_failures()
+    # A bucket default encryption alone is Scaleway's deletion mechanism, not HDS object encryption.
+    unencrypted = _bucket(s3_client, "policy-guarded-none")  # guarded, but no default encryption
+    s3_client.put_bucket_policy(Bucket=unencrypted, Policy=json.dumps(guard_policy(unencrypted)))
+    for bucket in (unencrypted, _guarded(s3_client, "policy-guarded-tls")):
+        refused = _preflight(s3_client, policy_source, bucket, deployment="local-development")
+        assert [c.name for c in refused.checks if not c.ok] == ["policy_encryption_at_rest"] and not refused.retryable
+        with pytest.raises(Exception, match=f"policy_encryption_at_rest: objects in bucket '{bucket}' would not be"):
+            refused.raise_for_failures()
     with_key = _preflight(
         s3_client,
         policy_source,
-        "policy-enc-none",
+        "policy-guarded-none",
         deployment="local-development",
         sse_customer_key=SSE_C_KEY,
     )
@@ -345,13 +394,20 @@ def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, po
 
 
 def test_a_bucket_preflight_creates_is_encrypted_by_default(s3_client, policy_source) -> None:
-    dry = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=True)
+    keyed = {"deployment": "local-development", "sse_customer_key": SSE_C_KEY}
+    dry = _preflight(s3_client, policy_source, "policy-dry-new", dry_run=True, **keyed)
     assert dry.ok, dry.summary()
     detail = {c.name: c.detail for c in dry.checks}["policy_encryption_at_rest"]
-    assert "would be created with default encryption (AES256)" in detail
+    assert "would be created with default encryption (AES256); objects would also be written with SSE-C" in detail
     assert "policy-dry-new" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
 
-    created = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development")
+    # Without a key, neither the dry run nor the real one passes, and no bucket is created.
+    for dry_run in (True, False):
+        unkeyed = _preflight(s3_client, policy_source, "policy-dry-new", deployment="local-development", dry_run=dry_run)
+        assert "policy_encryption_at_rest" in {c.name for c in unkeyed.checks if not c.ok}
+    assert "policy-dry-new" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+
+    created = _preflight(s3_client, policy_source, "policy-dry-new", **keyed)
     assert created.ok, created.summary()
     rules = s3_client.get_bucket_encryption(Bucket="policy-dry-new")["ServerSideEncryptionConfiguration"]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"

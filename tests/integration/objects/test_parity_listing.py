@@ -137,3 +137,14 @@ def test_delta_sync_copies_exactly_what_changed_from_one_listing(env: dict[str, 
     outcome = _parity(env, synced["final_inventory_key"], base)
     assert outcome.success, outcome.summary
     assert calls["GetObject"] == 0 and calls["HeadObject"] == 0, calls  # the delta's records prove its copies
+
+
+def test_parity_checks_the_storage_class_of_every_listed_object(env: dict[str, Any]) -> None:
+    client, bucket, cold = env["client"], env["target"].bucket, NAMES[7]
+    clean = _parity(env, env["snapshot"]["inventory_key"], "snapshots/snap-try1/validate-try3")
+    assert clean.success and clean.storage_classes == {"STANDARD": len(NAMES) + 1}, clean.storage_classes
+    # Moved to Scaleway's archive class after the copy (a lifecycle rule, a hand): same bytes, same ETag.
+    client.copy_object(Bucket=bucket, Key=cold, CopySource={"Bucket": bucket, "Key": cold}, StorageClass="GLACIER")
+    outcome = _parity(env, env["snapshot"]["inventory_key"], "snapshots/snap-try1/validate-try4")
+    assert not outcome.success and f"{cold} (GLACIER)" in outcome.summary
+    assert outcome.storage_classes == {"STANDARD": len(NAMES), "GLACIER": 1}

@@ -9,6 +9,7 @@ from contextlib import closing
 
 import psycopg2
 import pytest
+from machine_pg import admin_connection
 
 from bascule.postgres.catalog import InventoryError, PgInventory, read_inventory
 from bascule.postgres.replication_checks import (
@@ -18,7 +19,6 @@ from bascule.postgres.replication_checks import (
     check_target_server,
 )
 from bascule.postgres.schema_drift import schema_changes, schema_fingerprint
-from conftest import admin_connection
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import closing
 
 import pytest
+from machine_pg import PF_SOURCE_DB as SOURCE_DB
+from machine_pg import PF_TARGET_DB as TARGET_DB
 
 from bascule.postgres.preflight import preflight_postgres
 from bascule.workload import parse_manifest
 from bascule_airflow.clients import classify_postgres_error, postgres_connector
-from conftest import PF_SOURCE_DB as SOURCE_DB
-from conftest import PF_TARGET_DB as TARGET_DB
 
 pytestmark = pytest.mark.integration
 

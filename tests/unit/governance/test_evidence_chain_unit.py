@@ -236,3 +236,26 @@ def test_record_not_under_compliance_lock_breaks_a_locked_chain() -> None:
     # Headers not visible (no s3:GetObjectRetention) is not evidence of tampering.
     items[1] = StoredRecord(1, "chain/000001.json", inventory)
     assert check_links(items, WORKLOAD, RUN)[0] is None
+
+
+def test_report_lists_the_encryption_the_lock_state_and_each_hds_rule_with_its_verdict() -> None:
+    records = build_chain(["inventory"])
+    checks = [
+        {"name": "policy_encryption_at_rest", "ok": True, "detail": "SSE-C",
+         "evidence": {"sse_c": True, "sse_c_key_md5": "tP/LI3N87DFaSk0aoqYgzg=="}},
+        {"name": "policy_no_lifecycle", "ok": False, "detail": "bucket 'b' has enabled lifecycle rule(s) 'ia'"},
+        {"name": "policy_sse_c_sampled", "ok": True, "detail": "20 sampled object(s): HEAD without the key 400"},
+    ]  # fmt: skip
+    policy = Record.build(
+        seq=2, kind="policy", at="t", actor="preflight", artifacts=[], prev=records[-1].hash, idempotency_key=None,
+        payload={"ok": False, "checks": [{"name": "source_location_exists", "ok": True, "detail": "x"}],
+                 "policy": {"ok": False, "checks": checks}, "when": "preflight"},
+    )  # fmt: skip
+    page = render_report([*records, policy], {})
+    hds = page[page.index("<h2>HDS rules</h2>") : page.index("<h2>Approvals</h2>")]
+    assert "SSE-C (AES256), customer key MD5 tP/LI3N87DFaSk0aoqYgzg==" in hds
+    assert "Evidence under Object Lock</th><td>unknown" in hds  # no verifier verdict given
+    for name, verdict in (("policy_no_lifecycle", "FAILED"), ("policy_sse_c_sampled", "passed")):
+        assert re.search(rf"<code>{name}</code></td><td><span class=\"\w+\">{verdict}</span>", hds), name
+    assert "source_location_exists" not in hds  # a preflight check, not a policy rule
+    assert "SecNumCloud qualification is in progress" in hds and "SecNumCloud-qualified" not in page

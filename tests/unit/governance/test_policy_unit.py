@@ -203,3 +203,33 @@ def test_policy_report_is_json_and_refuses_with_every_violation() -> None:
     message = str(refused.value)
     assert "policy_encryption_at_rest: bucket 'hdh' has no default encryption" in message
     assert "policy_not_public: bucket 'hdh' is public" in message and "policy_tls" not in message
+
+
+def _workload(region: str, allowed: str) -> object:
+    from pathlib import Path
+
+    from bascule.workload import parse_manifest
+
+    text = (Path(__file__).parents[3] / "include" / "workloads" / "snds_extracts.yaml").read_text()
+    text = text.replace("region: fr-par", f"region: {region}", 1).replace("\npolicy:\n  allowed_regions: [fr-par]\n", "\n")
+    text += f"\npolicy:\n  allowed_regions: {allowed}\n  justification: reference data, DPO ticket 42\n"
+    return parse_manifest(Path("snds_extracts.yaml"), text)
+
+
+@pytest.mark.parametrize(
+    ("region", "allowed", "ok", "expected"),
+    [
+        ("fr-par", "[fr-par]", True, "is in the allow-list ['fr-par'] (HDS: fr-par)"),
+        # Justified, and still refused: health data has no HDS home in Amsterdam or Warsaw.
+        ("nl-ams", "[fr-par, nl-ams]", False, "allows ['nl-ams'] for health data, which no justification"),
+        ("fr-par", "[fr-par, pl-waw]", False, "allows ['pl-waw'] for health data"),
+        ("pl-waw", "[fr-par]", False, "target region 'pl-waw' is not in the allow-list ['fr-par']"),
+    ],
+)
+def test_only_fr_par_is_accepted_for_health_data(region: str, allowed: str, ok: bool, expected: str) -> None:
+    from bascule.governance.policy import check_target_region
+
+    result = check_target_region(_workload(region, allowed), "snds_extracts.yaml")  # type: ignore[arg-type]
+    assert result.ok is ok and expected in result.detail, result.detail
+    if not ok:
+        assert "nl-ams and pl-waw are not HDS regions" in result.detail

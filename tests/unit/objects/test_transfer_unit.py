@@ -150,8 +150,12 @@ class Upload:
 class FakeTarget:
     """S3 semantics that matter here: Content-MD5 checked, uploads invisible until completed."""
 
-    def __init__(self, *, stream: bool = True) -> None:
+    sse_c = None
+
+    def __init__(self, *, stream: bool = True, etag_is_md5: bool = True) -> None:
         self.stream = stream
+        self.etag_is_md5 = etag_is_md5  # False: as on SSE-C, a part's ETag proves nothing
+        self.part_md5s: list[str | None] = []  # the Content-MD5 each UploadPart carried
         self.objects: dict[str, Stored] = {}
         self.uploads: dict[str, Upload] = {}
         self.faults = Faults()
@@ -258,6 +262,7 @@ class FakeTarget:
         content_md5: str | None = None,
     ) -> str:
         self._call("part", key, part_number)
+        self.part_md5s.append(content_md5)
         data = self._drain(body, content_length)
         if content_md5 is not None and content_md5 != b64md5(data):
             raise StoreAccessError("BadDigest", retryable=True)
@@ -421,6 +426,23 @@ def test_parts_above_the_buffer_limit_are_streamed_and_checked_by_etag(sleeps: S
     assert outcome.status == "copied", outcome.reason
     assert target.objects["streamed-parts.bin"].data == data
     assert target.objects["streamed-parts.bin"].metadata[MD5_KEY] == b64md5(data)
+
+
+def test_streamed_parts_carry_a_content_md5_where_etags_are_not_md5s(sleeps: Sleeps) -> None:
+    config = CopyConfig(
+        preferred_part_size=PART, multipart_threshold=PART, chunk_size=MiB, max_buffered_part_size=MiB, sleep=sleeps
+    )
+    source, target = FakeSource(), FakeTarget(etag_is_md5=False)
+    data = payload(2 * PART + 7)
+    sent: list[int] = []
+    outcome = copy_object(
+        source.add("sse-c-parts.bin", data, md5=False), source, target, snapshot_id="s", config=config,
+        on_bytes=sent.append,
+    )  # fmt: skip
+    assert outcome.status == "copied" and outcome.server_check == "content-md5", outcome.reason
+    assert target.objects["sse-c-parts.bin"].data == data
+    assert len(target.part_md5s) == 3 and all(target.part_md5s)  # each part sent with its Content-MD5
+    assert sum(sent) == len(data)  # the hashing pass is not counted as bytes sent
 
 
 def test_a_client_that_cannot_stream_gets_buffered_parts_instead(config: CopyConfig) -> None:

@@ -166,6 +166,7 @@ class EvidenceChain:
         retention: timedelta = DEFAULT_RETENTION,
         run_id: str | None = None,
         max_attempts: int = 200,
+        lock_mode: str = "COMPLIANCE",
     ):
         _check_segment("workload id", workload_id)
         _check_segment("run key", run_key)
@@ -175,6 +176,7 @@ class EvidenceChain:
         self.run_key = run_key
         self.prefix = chain_prefix(workload_id, run_key)
         self.retention = retention
+        self.lock_mode = lock_mode  # COMPLIANCE (nobody can shorten it) or GOVERNANCE (a privileged bypass can)
         self.run_id = run_id
         self.max_attempts = max_attempts
         self._object_lock: bool | None = None
@@ -268,7 +270,7 @@ class EvidenceChain:
                 Bucket=self.bucket,
                 Key=key,
                 VersionId=version_id,
-                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+                Retention={"Mode": self.lock_mode, "RetainUntilDate": until},
             )
         except (ClientError, BotoCoreError) as exc:
             raise store_error(exc, f"locking artifact s3://{self.bucket}/{key}") from None
@@ -386,6 +388,7 @@ class EvidenceChain:
         }
         if self.object_lock:
             payload["retention_days"] = self.retention.days
+            payload["lock_mode"] = self.lock_mode
         return Record.build(
             seq=0,
             kind="genesis",
@@ -426,7 +429,7 @@ class EvidenceChain:
             "IfNoneMatch": "*",
         }
         if self.object_lock:
-            params["ObjectLockMode"] = "COMPLIANCE"
+            params["ObjectLockMode"] = self.lock_mode
             params["ObjectLockRetainUntilDate"] = _utc_now() + self.retention
         try:
             answer = self._client.put_object(**params)

@@ -239,6 +239,7 @@ class StoredRecord:
     problem: str | None = None  # why ``record`` could not be read
     lock_known: bool = False  # whether ``lock_mode`` was read with the object
     lock_mode: str | None = None
+    retain_until: str | None = None  # ISO date the record is locked until, as the server reported it
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def check_links(
     """
     expected, prev, sealed_at = 0, genesis_prev(workload_id, run_key), None
     previous: Record | None = None
-    locked = False
+    locked, mode = False, "COMPLIANCE"
     try:
         for item in sorted(stored, key=lambda s: s.name_seq):
             record = _record_in_place(item, expected)
@@ -272,7 +273,8 @@ def check_links(
             _check_order(record, sealed_at)
             if expected == 0:
                 locked = bool(record.payload.get("object_lock"))
-            if locked and item.lock_known and item.lock_mode != "COMPLIANCE":
+                mode = str(record.payload.get("lock_mode") or "COMPLIANCE")
+            if locked and item.lock_known and item.lock_mode != mode:
                 raise _Broken(f"{record.label()}: not under Object Lock although the chain was opened with it")
             if record.kind == "seal":
                 _check_seal(record, previous)

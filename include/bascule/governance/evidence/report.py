@@ -101,6 +101,8 @@ def render_report(
             *_moved(rows),
             "<h2>Validation outcomes</h2>",
             *_validations(rows),
+            "<h2>HDS rules</h2>",
+            *_hds_rules(rows, verification),
             "<h2>Approvals</h2>",
             *_approvals(rows),
             "<h2>Cutover and rollback</h2>",
@@ -108,7 +110,7 @@ def render_report(
             "<h2>Artifacts bound by the chain</h2>",
             *_artifacts(rows, artifacts_meta or {}),
             "<h2>The chain, record by record</h2>",
-            *_records(rows),
+            *_records(rows, verification),
             '<p class="muted">Each record\'s hash is the SHA-256 of its canonical JSON (sorted keys, no spaces, UTF-8) '
             "without the hash field; each record's prev is the previous record's hash. "
             f"Format {_e(FORMAT)}.</p></body></html>",
@@ -136,12 +138,27 @@ def _verdict(verification: VerifyResult | None) -> list[str]:
         + "</td></tr><tr><th>Sealed</th><td>"
         + ("yes" if verification.sealed else "no")
         + "</td></tr><tr><th>Object Lock</th><td>"
-        + _e({True: "yes (COMPLIANCE)", False: "no", None: "unknown"}[verification.object_lock])
+        + _e(_lock_state(verification))
         + '</td></tr><tr><th>Chain digest</th><td class="hash">'
         + _e(verification.digest or "—")
         + "</td></tr></table>",
         *(f'<p class="muted">{_e(note)}</p>' for note in verification.notes),
     ]
+
+
+def _lock_state(verification: VerifyResult | None) -> str:
+    """The evidence's lock state: the chain's, and how many records the server reported locked, until when."""
+    if verification is None or verification.object_lock is None:
+        return "unknown"
+    if not verification.object_lock:
+        return "no"
+    modes = {lock["mode"] for lock in verification.locks if lock["mode"]}
+    locked = sum(1 for lock in verification.locks if lock["mode"])
+    until = min((lock["retain_until"] for lock in verification.locks if lock["retain_until"]), default=None)
+    return (
+        f"yes ({', '.join(sorted(modes)) or 'mode not readable'}): {locked} of {len(verification.locks)} record(s) "
+        f"locked{f', the earliest until {until}' if until else ''}"
+    )
 
 
 def _opening(genesis: Mapping[str, Any] | None) -> list[str]:
@@ -195,6 +212,55 @@ def _validations(rows: list[dict[str, Any]]) -> list[str]:
     return _table(("#", "Check", "At", "Outcome", "Summary"), checks, "No validation record.")
 
 
+# What the report's verdicts cover, and what they do not (docs/security.md#what-bascule-checks-and-what-it-does-not).
+_NOT_CHECKED = (
+    "Not checked by Bascule, and not claimed: any certification (Scaleway Object Storage is HDS-certified in Paris "
+    "per Scaleway; its SecNumCloud qualification is in progress, so none is claimed), that the provider really "
+    "encrypts or enforces a bucket-policy condition, key escrow and IAM on the Scaleway project."
+)
+
+
+def _policy_checks(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Mapping[str, Any]]]:
+    """Each policy verdict with its record; preflight nests the policy report under ``policy``."""
+    found = []
+    for r in rows:
+        if r["kind"] != "policy":
+            continue
+        nested = r["payload"].get("policy")
+        report = nested if isinstance(nested, Mapping) else r["payload"]
+        found += [(r, check) for check in report.get("checks") or () if isinstance(check, Mapping)]
+    return found
+
+
+def _encryption(checks: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> str:
+    """The method and key fingerprint the last encryption verdict recorded (never a key: none is recorded)."""
+    facts = next(
+        (c.get("evidence") or {} for _, c in reversed(checks) if c.get("name") == "policy_encryption_at_rest"), None
+    )
+    if facts is None:
+        return "not recorded"
+    if facts.get("sse_c") is True:
+        return f"SSE-C (AES256), customer key MD5 {facts.get('sse_c_key_md5')}"
+    defaults = facts.get("bucket_default_encryption")
+    return f"no object encryption; bucket default encryption: {defaults or 'none'}"
+
+
+def _hds_rules(rows: list[dict[str, Any]], verification: VerifyResult | None) -> list[str]:
+    checks = _policy_checks(rows)
+    lock = _lock_state(verification)
+    lines = [
+        "<table><tr><th>Encryption of the objects</th><td>" + _e(_encryption(checks)) + "</td></tr>"
+        "<tr><th>Evidence under Object Lock</th><td>" + _e(lock) + "</td></tr></table>"
+    ]
+    cells = [
+        f"<tr><td>{_e(r['seq'])}</td><td>{_e(r['payload'].get('when') or '')}</td><td><code>{_e(c.get('name'))}</code>"
+        f"</td><td>{_VERDICTS[c.get('ok') if isinstance(c.get('ok'), bool) else None]}</td><td>{_e(c.get('detail'))}</td></tr>"
+        for r, c in checks
+    ]
+    lines += _table(("#", "When", "Rule", "Verdict", "Detail"), cells, "No policy record.")
+    return [*lines, f'<p class="muted">{_e(_NOT_CHECKED)}</p>']
+
+
 def _approvals(rows: list[dict[str, Any]]) -> list[str]:
     approvals = []
     for r in rows:
@@ -244,11 +310,19 @@ def _stored_state(artifact: Mapping[str, Any], meta: Mapping[str, Any] | None) -
     return f'<span class="fail">{_e(meta.get("status"))}</span>'
 
 
-def _records(rows: list[dict[str, Any]]) -> list[str]:
-    headings = ("#", "Kind", "At", "Actor", "Payload", "Hash")
+def _record_lock(lock: Mapping[str, Any] | None) -> str:
+    if lock is None or not lock.get("known"):
+        return "not read"
+    return f"{lock['mode']} until {lock['retain_until']}" if lock.get("mode") else "not locked"
+
+
+def _records(rows: list[dict[str, Any]], verification: VerifyResult | None = None) -> list[str]:
+    headings = ("#", "Kind", "At", "Actor", "Payload", "Hash", "Object Lock")
+    locks = {lock["seq"]: lock for lock in verification.locks} if verification else {}
     cells = [
         f"<tr><td>{_e(r['seq'])}</td><td>{_e(r['kind'])}</td><td>{_e(r['at'])}</td><td>{_e(r['actor'])}</td>"
-        f'<td><code>{_e(_compact(r["payload"]))}</code></td><td class="hash">{_e(r["hash"])}</td></tr>'
+        f'<td><code>{_e(_compact(r["payload"]))}</code></td><td class="hash">{_e(r["hash"])}</td>'
+        f"<td>{_e(_record_lock(locks.get(r['seq'])))}</td></tr>"
         for r in rows
     ]
     return _table(headings, cells, None)

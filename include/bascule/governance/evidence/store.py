@@ -8,6 +8,8 @@ under its own name, and the reader takes the name its upstream task returned.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +47,11 @@ class EvidenceStore:
     def put_bytes(self, name: str, body: bytes, content_type: str) -> str:
         key = self.prefix + name
         try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+            # Content-MD5: S3 requires it (or a checksum) for any write into an Object Lock bucket.
+            md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*", ContentMD5=md5
+            )
         except ClientError as exc:
             raise self._error(exc, key) from None
         return key

@@ -40,6 +40,8 @@ class VerifyResult:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     chain: list[Record] = field(default_factory=list)
     uri: str = ""
+    # Per record, as the server reported it: {"seq", "mode", "retain_until"} (mode None: not locked or unknown).
+    locks: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         if self.ok:
@@ -181,6 +183,10 @@ def verify(
         artifacts=artifacts.seen if artifacts else {},
         chain=chain,
         uri=uri,
+        locks=[
+            {"seq": s.name_seq, "mode": s.lock_mode, "retain_until": s.retain_until, "known": s.lock_known}
+            for s in sorted(stored, key=lambda s: s.name_seq)
+        ],
     )
 
 
@@ -200,9 +206,11 @@ def _read_stored(client: Any, bucket: str, key: str, name_seq: int) -> StoredRec
     except MalformedRecord as exc:
         return StoredRecord(name_seq, key, None, str(exc))
     # Without s3:GetObjectRetention, S3 omits the lock headers: unknown is not "unlocked".
+    until = answer.get("ObjectLockRetainUntilDate")
     return StoredRecord(
-        name_seq, key, record, lock_known="ObjectLockMode" in answer, lock_mode=answer.get("ObjectLockMode")
-    )
+        name_seq, key, record, lock_known="ObjectLockMode" in answer, lock_mode=answer.get("ObjectLockMode"),
+        retain_until=until.isoformat() if until is not None else None,
+    )  # fmt: skip
 
 
 def list_runs(client: Any, bucket: str, workload_id: str) -> list[tuple[str, int]]:

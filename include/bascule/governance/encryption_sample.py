@@ -1,0 +1,109 @@
+"""``policy_sse_c_sampled``: objects written with SSE-C really are SSE-C objects, as a reader can tell.
+
+Scaleway's HDS guidance gives the check: a ``HeadObject`` *without* the key on an SSE-C
+object answers 400 ("How to create a compliant bucket to host healthcare data",
+https://www.scaleway.com/en/docs/object-storage/how-to/host-healthcare-data/). So the
+rule takes a sample of the objects under the workload's prefix and, for each:
+
+- HEAD without the key must be refused with 400: a 200 means the object is stored
+  without SSE-C (readable by anyone with bucket read access, the provider included);
+- HEAD with the key must answer 200 and echo the key's fingerprint
+  (``x-amz-server-side-encryption-customer-key-MD5``): the object is under *this* key,
+  not one rotated away.
+
+A bucket with nothing written yet passes and says so (preflight before the first copy);
+the cutover re-check runs on the copied objects. Bascule's own files under ``_bascule/``
+are not data and are not sampled (docs/security.md says what that leaves open).
+
+moto ignores SSE-C (HEAD without the key answers 200), so on bare moto this rule fails,
+as it should: the tests run it against a strict stand-in that answers like Scaleway
+(tests/ssec_standin.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bascule.exceptions import StoreAccessError
+from bascule.governance.evidence.store import EVIDENCE_ROOT
+from bascule.governance.policy import DOCS, CheckResult
+from bascule.storage.encryption import SseCKey, key_fingerprint
+
+NAME = "policy_sse_c_sampled"
+DEFAULT_SAMPLE = 20
+
+
+def _sample_keys(client: Any, bucket: str, prefix: str, size: int) -> list[str]:
+    """Up to ``size`` data keys, spread over the first listing page (not only its first keys)."""
+    answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
+    keys = [o["Key"] for o in answer.get("Contents", ()) if not o["Key"].startswith(EVIDENCE_ROOT)]
+    step = max(1, len(keys) // size)
+    return list(itertools.islice(keys[::step], size))
+
+
+def _head_status(client: Any, bucket: str, key: str, **params: Any) -> tuple[int, dict[str, Any]]:
+    try:
+        answer = client.head_object(Bucket=bucket, Key=key, **params)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status or 0), {}
+    return int(answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)), answer
+
+
+def check_sse_c_sample(
+    client: Any, bucket: str, key: bytes, *, prefix: str = "", size: int = DEFAULT_SAMPLE
+) -> CheckResult:
+    """Sample up to ``size`` objects under ``prefix``: 400 without the key, 200 with it and its fingerprint."""
+    fingerprint = key_fingerprint(key)
+    with_key = SseCKey(key).request_params()
+    try:
+        keys = _sample_keys(client, bucket, prefix, size)
+        readable, wrong_key, refused = [], [], 0
+        for object_key in keys:
+            status, _ = _head_status(client, bucket, object_key)
+            if status == 200:
+                readable.append(object_key)
+                continue
+            refused += status == 400
+            status, answer = _head_status(client, bucket, object_key, **with_key)
+            if status != 200 or answer.get("SSECustomerKeyMD5") != fingerprint:
+                wrong_key.append(f"{object_key} (HTTP {status}, key MD5 {answer.get('SSECustomerKeyMD5')})")
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreAccessError(
+            f"bucket '{bucket}': sampling objects for SSE-C failed ({exc})", retryable=True
+        ) from None
+    facts = {
+        "sampled": len(keys),
+        "head_without_key_400": refused,
+        "readable_without_key": readable[:20],
+        "not_under_this_key": wrong_key[:20],
+        "sse_c_key_md5": fingerprint,
+        "prefix": prefix,
+    }
+    if not keys:
+        return CheckResult(
+            NAME, True, f"bucket '{bucket}' holds no object under '{prefix}' yet: nothing to sample", facts
+        )
+    if readable or wrong_key or refused != len(keys):
+        problems = [f"readable without the key: {', '.join(readable[:5])}"] if readable else []
+        problems += [f"not readable with key {fingerprint}: {', '.join(wrong_key[:5])}"] if wrong_key else []
+        if refused != len(keys) and not problems:
+            problems.append(f"only {refused} of {len(keys)} HEAD(s) without the key answered 400")
+        return CheckResult(
+            NAME,
+            False,
+            f"bucket '{bucket}': sampled objects are not all SSE-C objects under the workload's key: "
+            f"{'; '.join(problems)}. An object readable without the key is stored without SSE-C: re-copy it "
+            f"with the key (docs/runbooks.md#sse-c-key-missing-or-wrong; {DOCS})",
+            facts,
+        )
+    return CheckResult(
+        NAME,
+        True,
+        f"{len(keys)} sampled object(s) in bucket '{bucket}': HEAD without the key answered 400 for each, "
+        f"HEAD with the key (MD5 {fingerprint}) answered 200",
+        facts,
+    )
