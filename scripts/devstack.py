@@ -2,7 +2,7 @@
 
 - Azurite stands in for Azure Blob Storage, moto server for Scaleway Object Storage, and
   (with ``Ports.ssec``) a proxy in front of moto answers SSE-C requests like Scaleway
-  (tests/ssec_standin.py: HEAD without the key on an SSE-C object is a 400); the S3
+  (scripts/ssec_standin.py: HEAD without the key on an SSE-C object is a 400); the S3
   connection then goes through it.
 - Both bind to 127.0.0.1 only, keep their data under a project-local state folder,
   are waited for until they answer, and are stopped by the PID they were started with.
@@ -181,7 +181,7 @@ def start_moto(state_dir: Path, port: int) -> int:
 
 
 def start_ssec(state_dir: Path, port: int, upstream: int) -> int:
-    argv = [sys.executable, str(ROOT / "tests" / "ssec_standin.py"), "--port", str(port), "--upstream-port", str(upstream)]
+    argv = [sys.executable, str(ROOT / "scripts" / "ssec_standin.py"), "--port", str(port), "--upstream-port", str(upstream)]
     return _spawn("ssec", argv, state_dir, port)
 
 

@@ -17,7 +17,7 @@ are not data and are not sampled (docs/security.md says what that leaves open).
 
 moto ignores SSE-C (HEAD without the key answers 200), so on bare moto this rule fails,
 as it should: the tests run it against a strict stand-in that answers like Scaleway
-(tests/ssec_standin.py).
+(scripts/ssec_standin.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ moto ignores SSE-C, so two independent proofs stand in for Scaleway here:
 
 - a botocore ``before-send`` recorder on the copier's own client: every object request
   to the target carried the three SSE-C headers with the workload key's fingerprint;
-- the strict stand-in (tests/ssec_standin.py) between that client and moto: it refuses
+- the strict stand-in (scripts/ssec_standin.py) between that client and moto: it refuses
   a write without a valid key (400), answers a HEAD without the key with 400 and with
   another key with 403, and shows SSE-C ETags that are not MD5s, so parity can only pass
   on the transfer records' server-verified Content-MD5s.

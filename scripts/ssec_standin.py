@@ -24,7 +24,7 @@ Keys under ``exempt_prefix`` (Bascule's ``_bascule/`` evidence in the data bucke
 ``scripts/devstack.py``): every bucket is watched, and a write without a key is stored in
 clear rather than refused, as Scaleway itself does; the read rules are the same.
 
-    python tests/ssec_standin.py --port 9091 --upstream-port 9090
+    python scripts/ssec_standin.py --port 9091 --upstream-port 9090
 """
 
 from __future__ import annotations
