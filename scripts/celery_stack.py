@@ -91,6 +91,7 @@ class StackConfig:
     concurrency: int = 2
     azurite_port: int = 0
     moto_port: int = 0
+    ssec_port: int = 0  # the SSE-C stand-in in front of moto: the workloads' target connection goes through it
     pg_pair_ports: tuple[int, int] = (0, 0)
     workloads_dir: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -101,6 +102,8 @@ class StackConfig:
             self.azurite_port = devstack.free_port()
         if not self.moto_port:
             self.moto_port = devstack.free_port()
+        if not self.ssec_port:
+            self.ssec_port = devstack.free_port()
         if not all(self.pg_pair_ports):
             self.pg_pair_ports = (devstack.free_port(), devstack.free_port())
         return self
@@ -175,7 +178,7 @@ class CeleryStack:
 
     def connections(self) -> dict[str, str]:
         c = self.config
-        ports = devstack.Ports(c.azurite_port, c.moto_port)
+        ports = devstack.Ports(c.azurite_port, c.moto_port, c.ssec_port)
         conns = devstack.local_connections(ports)
         # The deployment is a Variable set once in the database (up), not an environment
         # variable anyone could change (docs/security.md).
@@ -284,7 +287,7 @@ class CeleryStack:
         c.state_dir.mkdir(parents=True, exist_ok=True)
         (c.state_dir / "stack.json").write_text(json.dumps(asdict(c), default=str, indent=1))
         try:
-            devstack.up(c.state_dir, devstack.Ports(c.azurite_port, c.moto_port))
+            devstack.up(c.state_dir, devstack.Ports(c.azurite_port, c.moto_port, c.ssec_port))
             for cluster in self.pg_pair():
                 cluster.create()
                 cluster.start()

@@ -25,4 +25,8 @@ def object_manifest() -> dict:
     data["transfer"] = {"shards": 4, "concurrency": 2, "part_size_mib": 5}
     # Two distinct approvers: one approval is recorded before the scheduler restart, one after.
     data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 2, "timeout_minutes": 60}
+    # A container of a few objects and no application writer: leases freeze it in a few requests.
+    # The stored-access-policy freeze the demo manifest uses is covered by the object e2e and
+    # tests/integration/objects/test_freeze_access_policy.py.
+    data["cutover"]["freeze"] = {"method": "leases"}
     return data

@@ -45,6 +45,10 @@ def _manifest(workload: str) -> dict[str, Any]:
     # Two shards: with one, `xcom_pull(task_ids="transfer")` returns the dict, not a list (seen in describe_cutover).
     data["transfer"] = {"shards": 2, "concurrency": 4, "part_size_mib": 5}
     data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 2, "timeout_minutes": 60}
+    # A container of a few objects and no application writer: leases freeze it in a few requests.
+    # The stored-access-policy freeze the demo manifest uses is covered by the object e2e and
+    # tests/integration/objects/test_freeze_access_policy.py.
+    data["cutover"]["freeze"] = {"method": "leases"}
     return data
 
 
