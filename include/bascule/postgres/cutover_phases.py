@@ -18,7 +18,7 @@ from psycopg2 import sql
 from bascule.exceptions import BasculeError
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.routing import Location, RoutingRegistry
-from bascule.postgres import catalog, catch_up, cleanup, replication, sequences, tablediff, write_freeze
+from bascule.postgres import catalog, catch_up, cleanup, matviews, replication, sequences, tablediff, write_freeze
 from bascule.postgres.phases import check_schema_unchanged, load_inventory, run_prefix, table_specs, utc_now
 from bascule.postgres.sides import PgSides, conninfo
 from bascule.postgres.statements import qualified_ident
@@ -100,6 +100,8 @@ def cutover(
             record["sequences"] = sequences.sync_sequences(
                 source, target, [s.qualified for s in inventory.sequences]
             )
+            # Rows of materialized views are not in the stream: refreshed here, frozen and proven equal.
+            record["materialized_views"] = matviews.refresh_on_target(source, target, list(workload.source.schemas))
             record["target_write_baseline"] = write_freeze.table_write_counters(target, list(snapshot["tables"]))
             before_switch()
             _, switched = routing.switch(workload.id, "scaleway", run_id, "cutover approved and verified")

@@ -5,7 +5,7 @@ each with one decision (docs/workloads.md#what-logical-replication-does-not-carr
 |---|---|
 | large objects (``pg_largeobject``) | refused: the stream never carries them; copy them by hand in the freeze (message) |
 | unlogged tables | refused: their changes are not in the WAL, so not in the stream |
-| materialized views in the schemas | refused: their rows are not replicated; drop them or recreate them after cutover |
+| materialized views in the schemas | created by the schema copy, refreshed on the target at cutover, row counts compared (``matviews``) |
 | tables with ``REPLICA IDENTITY NOTHING`` | refused by ``replication_checks.check_primary_keys`` (the source would reject their UPDATE and DELETE once published) |
 | triggers ``ENABLE ALWAYS`` / ``ENABLE REPLICA`` | refused: they would fire on the target for every replicated change |
 | row-level security policies | copied by the schema copy; refused while a role they name is missing on the target |
@@ -23,8 +23,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bascule.governance.policy import CheckResult
+from bascule.identifiers import qualified_name
 from bascule.postgres.catalog import qualify
 from bascule.postgres.dependencies import SCOPE_CTE, scope_params
+from bascule.postgres.matviews import MATVIEWS_SQL
 
 RUNBOOK = "docs/runbooks.md#postgres-not-carried-by-logical-replication"
 
@@ -43,10 +45,6 @@ where {where} {group} order by 1, 2, 3
 
 
 _TABLES_SQL = _per_table("c.relpersistence", "pg_class t", "t.oid")
-_MATVIEWS_SQL = """
-select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.relkind = 'm' and n.nspname = any(%(schemas)s::text[]) order by 1, 2
-"""
 # Bascule's own overlap triggers are ENABLE REPLICA on purpose (``overlap``): not the application's.
 _TRIGGERS_SQL = _per_table(
     "t.tgname, t.tgenabled", "pg_trigger t", "t.tgrelid", "not t.tgisinternal and t.tgname not like 'bascule\\_%%'"
@@ -105,11 +103,6 @@ def _refused(cur: Any, params: dict[str, Any], target: Any | None) -> list[str]:
                 f"table {name} is UNLOGGED: its changes are not in the WAL, so not in the stream; "
                 f"alter table {name} set logged on the source, or remove it from the scope"
             )
-    for schema, view in _rows(cur, _MATVIEWS_SQL, params):
-        refused.append(
-            f"materialized view {schema}.{view} is not carried by logical replication: drop it on the source for "
-            "the migration and recreate and refresh it on the target after cutover"
-        )
     for schema, table, trigger, enabled in _rows(cur, _TRIGGERS_SQL, params):
         if enabled in ("A", "R"):
             mode = "ALWAYS" if enabled == "A" else "REPLICA"
@@ -143,6 +136,12 @@ def _carried(cur: Any, params: dict[str, Any]) -> list[str]:
     generated = [f"{s}.{t}.{c}" for s, t, c in _rows(cur, _GENERATED_SQL, params)]
     if generated:
         notes.append(f"generated columns {generated} are computed by the target, never copied")
+    views = [qualified_name(s, v) for s, v, _ in _rows(cur, MATVIEWS_SQL, params)]
+    if views:
+        notes.append(
+            f"materialized views {views} are created by the schema copy and refreshed on the target at cutover, "
+            "their row counts compared"
+        )
     unowned = [f"{s}.{n}" for s, n in _rows(cur, _UNOWNED_SEQUENCES_SQL, params)]
     if unowned:
         notes.append(f"sequences {unowned} (owned by no column) are carried at cutover like the others")
