@@ -137,7 +137,12 @@ def spread(reports: list[dict], key: str) -> str:
     return f"min {min(values):.2f}, max {max(values):.2f}"
 
 
+def _load(load: tuple[float, float, float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in load)
+
+
 def main() -> int:
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bascule-bench-parse-") as tmp:
         workloads = Path(tmp) / "workloads"
         workloads.mkdir()
@@ -178,6 +183,9 @@ def main() -> int:
     ]
     print(f"Parse benchmark: DagBag of dags/ over generated manifests, median of {RUNS} fresh processes")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)")
+    # The machine is shared: the load says how far to trust the absolute figures.
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): before {_load(load_before)}; after {_load(load_after)}")
     for label, value in rows:
         print(f"  {label:<44} {value}")
     if errors:

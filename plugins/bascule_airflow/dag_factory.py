@@ -6,6 +6,7 @@ happens here; every phase does its work inside its task.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from collections.abc import Callable
@@ -40,15 +41,27 @@ def workloads_dir() -> Path:
 
 def build_workload_dags(directory: Path | None = None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
-    for manifest in load_manifests(directory or workloads_dir()):
-        dag = _workload_dag(manifest) if manifest.workload else _invalid_manifest_dag(manifest)
-        dags[dag.dag_id] = dag
+    # Every object built here lives as long as the DagBag, so the cyclic GC's passes during
+    # the build (triggered by the many small allocations of Airflow's operator __init__, and
+    # each one walking all the DAGs built so far) find nothing to free: about a fifth of the
+    # parse (docs/benchmarks.md#parse). Paused for the build only, and restored even on error.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for manifest in load_manifests(directory or workloads_dir()):
+            dag = _workload_dag(manifest) if manifest.workload else _invalid_manifest_dag(manifest)
+            dags[dag.dag_id] = dag
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return dags
 
 
 def _workload_dag(manifest: LoadedManifest) -> DAG:
     workload = manifest.workload
     assert workload is not None
+    # Dumped and resolved once per DAG: every operator gets the same (read-only) JSON and path.
+    args = _phase_args(workload, manifest.path)
     params = {
         "dry_run": Param(
             False,
@@ -71,7 +84,7 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
     with DAG(
         dag_id=f"migrate_{workload.id}",
         description=workload.description[:200],
-        doc_md=_doc(workload, manifest.path),
+        doc_md=_doc(workload, args["manifest_path"]),
         schedule=None,
         start_date=START_DATE,
         catchup=False,
@@ -81,29 +94,28 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         params=params,
         render_template_as_native_obj=False,
         # The manifest's notifications: the operators are e-mailed when a run fails (#15).
-        on_failure_callback=failure_notifiers(workload.model_dump(mode="json")) or None,
+        on_failure_callback=failure_notifiers(args["workload"]) or None,
     ) as dag:
         preflight = PreflightOperator(
             task_id="preflight",
-            workload=workload.model_dump(mode="json"),
-            manifest_path=_display_path(manifest.path),
             dry_run="{{ params.dry_run }}",
             doc_md="Checks connections, source location, target region policy and target existence.",
+            **args,
             **NETWORK_TASK_ARGS,
         )
         if isinstance(workload, ObjectStoreWorkload):
-            _object_store_phases(workload, manifest.path, preflight)
+            _object_store_phases(workload, args, preflight)
         else:
-            _postgres_phases(workload, manifest.path, preflight)
+            _postgres_phases(workload, args, preflight)
     return dag
 
 
-def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: PreflightOperator) -> None:
+def _object_store_phases(workload: ObjectStoreWorkload, phase_args: dict[str, Any], preflight: PreflightOperator) -> None:
     """preflight -> snapshot -> transfer[shards] -> validate -> shadow_run -> approve_cutover
     -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
     from bascule_airflow import object_store as ops
 
-    args = {**_phase_args(workload, path), **NETWORK_TASK_ARGS}
+    args = {**phase_args, **NETWORK_TASK_ARGS}
     choose_mode, stop_if_dry_run = _mode_branches(ops.RollbackOperator, args)
     snapshot = ops.SnapshotOperator(task_id="snapshot", **args)
     transfer = ops.TransferShardOperator.partial(task_id="transfer", snapshot=snapshot.output, **args).expand(
@@ -132,13 +144,13 @@ def _object_store_phases(workload: ObjectStoreWorkload, path: Path, preflight: P
     _verify_evidence_after(complete, args)
 
 
-def _postgres_phases(workload: PostgresWorkload, path: Path, preflight: PreflightOperator) -> None:
+def _postgres_phases(workload: PostgresWorkload, phase_args: dict[str, Any], preflight: PreflightOperator) -> None:
     """preflight -> snapshot -> schema_pre_data -> copy_table[tables] -> schema_post_data
     -> start_replication -> catch_up -> validate -> shadow_run -> approve_cutover
     -> wait_for_window -> cutover -> complete, with rollback on request or after a failed cutover."""
     from bascule_airflow import postgres as ops
 
-    args = {**_phase_args(workload, path), **NETWORK_TASK_ARGS}
+    args = {**phase_args, **NETWORK_TASK_ARGS}
     choose_mode, stop_if_dry_run = _mode_branches(ops.PgRollbackOperator, args)
     snapshot = ops.PgSnapshotOperator(task_id="snapshot", **args)
     pre_data = ops.SchemaSectionOperator(
@@ -285,7 +297,7 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _doc(workload: ObjectStoreWorkload | PostgresWorkload, path: Path) -> str:
+def _doc(workload: ObjectStoreWorkload | PostgresWorkload, display_path: str) -> str:
     if isinstance(workload, ObjectStoreWorkload):
         source = f"Azure Blob `{workload.source.conn_id}`: container `{workload.source.container}`, prefix `{workload.source.prefix or '(all)'}`"
         target = f"Scaleway S3 `{workload.target.conn_id}`: bucket `{workload.target.bucket}`, prefix `{workload.target.prefix or '(root)'}`"
@@ -304,6 +316,6 @@ def _doc(workload: ObjectStoreWorkload | PostgresWorkload, path: Path) -> str:
             f"- **Target**: {target}, region `{workload.target.region}`",
             f"- **Approvers**: {', '.join(workload.approvals.approvers)} ({workload.approvals.required} required)",
             f"- **Cutover window**: {', '.join(window.days)} {window.start:%H:%M}-{window.end:%H:%M} {window.timezone}",
-            f"- **Manifest**: `{_display_path(path)}`",
+            f"- **Manifest**: `{display_path}`",
         ]
     )
