@@ -19,8 +19,23 @@ def progress_reporter(
 ) -> Any:  # fmt: skip
     from bascule.progress import ProgressReporter
 
-    ti = context["ti"]
     return ProgressReporter(
         total=total, unit=unit, bytes_total=bytes_total, log=log,
-        publish=lambda record: ti.xcom_push(key=PROGRESS_XCOM_KEY, value=record),
+        publish=lambda record: publish_progress(context, record),
     )  # fmt: skip
+
+
+def publish_progress(context: Any, record: dict[str, Any]) -> None:
+    """One progress record, as is: for a phase whose rate is bounded by its own pace (the catch-up's
+    deferrals), not by a reporter."""
+    context["ti"].xcom_push(key=PROGRESS_XCOM_KEY, value=record)
+
+
+def segments_progress(reporter: Any) -> Callable[[int, int], None]:
+    """The table diff's hook (segments done, segments in all, whose estimate firms up table by table)."""
+
+    def update(done: int, total: int) -> None:
+        reporter.total = total
+        reporter.update(done)
+
+    return update
