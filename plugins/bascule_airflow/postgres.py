@@ -180,7 +180,7 @@ class CopyTableOperator(_SnapshotPhase):
                 unit.describe(),
             )
         # Bytes streamed, as the target reads them (the COPY's row count is known only at its end).
-        reporter = progress_reporter(context, "bytes", log=self.log.info)
+        reporter = progress_reporter(context, "bytes", log=self.log.info, label=unit.describe())
         record = self._run(
             lambda: copy_one_table(
                 self._sides(workload), self._evidence(workload), self.snapshot, self.table, context["run_id"],

@@ -133,3 +133,19 @@ def test_a_byte_stream_reads_in_sizes() -> None:
     now[0] = 10.0
     reporter.update(25_000_000)
     assert reporter.snapshot().line() == "25.0 MB 2.5 MB/s ETA ?"
+
+
+def test_a_copy_record_names_its_table_and_a_failed_write_is_ignored() -> None:
+    from bascule_airflow.progress import PROGRESS_XCOM_KEY, progress_reporter, publish_progress
+
+    pushed: list[tuple[str, Any]] = []
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.append((key, value)))
+    reporter = progress_reporter({"ti": ti}, "bytes", label="registry.stays range 2/4")
+    reporter.update(1_000)
+    ((key, record),) = pushed
+    assert key == PROGRESS_XCOM_KEY and record["line"].startswith("registry.stays range 2/4: 1.0 kB ")
+
+    def refuse(key: str, value: Any) -> None:
+        raise RuntimeError("the API server is restarting")
+
+    publish_progress({"ti": SimpleNamespace(xcom_push=refuse)}, {"line": "x"})  # logged, not raised
