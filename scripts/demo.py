@@ -20,6 +20,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import devstack
@@ -36,6 +37,8 @@ DEMO_BUCKET = "hdh-snds-extracts"
 PORTS = devstack.Ports(**devstack.DEMO_PORTS)
 PG_WORKLOAD = "hdh_registry"
 PG_DAG = f"migrate_{PG_WORKLOAD}"
+# The example downstream pipeline, scheduled on the object workload's Asset (dags/bascule_demo_consumers.py).
+CONSUMER_DAG = f"follow_bascule_workload_{DEMO_WORKLOAD}"
 PG_PORTS = (15432, 15433)
 APP_ROLE, APP_PASSWORD = "hdh_app", "demo-app-password"
 DEMO_CONTAINER = "snds-extracts"
@@ -49,8 +52,12 @@ def stack(pg: tuple[pgclusters.PgCluster, pgclusters.PgCluster]) -> AirflowStack
         home=STATE / "airflow",
         port=int(os.environ.get("BASCULE_DEMO_API_PORT", "8080")),
         state_dir=STATE,
-        extra_env={**devstack.local_connections(PORTS), **pgclusters.airflow_connections(*pg)},
-    )
+        # The demo's consumer DAG follows the object workload's Asset (dags/bascule_demo_consumers.py).
+        extra_env={
+            **devstack.local_connections(PORTS), **pgclusters.airflow_connections(*pg),
+            "BASCULE_FOLLOW_WORKLOAD": DEMO_WORKLOAD,
+        },
+    )  # fmt: skip
 
 
 def seed_registry(source: pgclusters.PgCluster) -> dict[str, int]:
@@ -124,6 +131,23 @@ def trigger(operator: Api, dag_id: str) -> str:
     return run_id
 
 
+def report_consumer(operator: Api, timeout: float = 180) -> bool:
+    """The consumer DAG ran on the cutover's Asset event and read where the data now lives."""
+    deadline = time.monotonic() + timeout
+    while not (consumer_runs := operator.get(f"/api/v2/dags/{CONSUMER_DAG}/dagRuns")["dag_runs"]):
+        if time.monotonic() > deadline:
+            print(f"{CONSUMER_DAG}: no run {timeout:.0f} s after the cutover's Asset event")
+            return False
+        time.sleep(3)
+    run_id = consumer_runs[0]["dag_run_id"]
+    if operator.wait_for(CONSUMER_DAG, run_id, timeout=timeout) != "success":
+        print(f"{CONSUMER_DAG}: run {run_id} did not succeed")
+        return False
+    seen = operator.xcom(CONSUMER_DAG, run_id, "read_location")
+    print(f"{CONSUMER_DAG} ran on the Asset event: live on {seen['live']} at {seen['location']}")
+    return seen["live"] == "scaleway"
+
+
 def approve_and_finish(airflow: AirflowStack, operator: Api, dag_id: str, run_id: str) -> str:
     """Two approvers sign off, one after the other; neither is the operator who triggered the run."""
     for approver_name in ("approver1", "approver2"):
@@ -170,6 +194,7 @@ def up() -> int:
     print(f"An application is writing to '{PG_WORKLOAD}' as '{APP_ROLE}' throughout the migration.")
     blobs = object_writer().start()
     print(f"An application is writing objects to '{DEMO_CONTAINER}' through a SAS of policy '{WRITERS_POLICY}'.")
+    operator.unpause(CONSUMER_DAG)  # new DAGs start paused; it must be listening before the cutover
     runs = {DEMO_DAG: trigger(operator, DEMO_DAG), PG_DAG: trigger(operator, PG_DAG)}
     try:
         try:
@@ -197,7 +222,7 @@ def up() -> int:
         )
         print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
         print(sse_c_proof())
-        if not report_object_writes(blobs):
+        if not report_object_writes(blobs) or not report_consumer(operator):
             states[DEMO_DAG] = "failed"
     if states[PG_DAG] == "success":
         cutover = operator.xcom(PG_DAG, runs[PG_DAG], "cutover")

@@ -73,6 +73,10 @@ class ProgressSnapshot:
 
     def line(self) -> str:
         """``120/400 (30.0%) 12.0 objects/s, 4.1 MB/s ETA 0:00:23``."""
+        if self.unit == "bytes":  # a byte stream (a table's COPY): sizes read better than counts
+            total = f"/{fmt_bytes(self.total)}" if self.total is not None else ""
+            pct = f" ({self.pct:.1f}%)" if self.pct is not None else ""
+            return f"{fmt_bytes(self.done)}{total}{pct} {fmt_bytes(self.rate)}/s ETA {fmt_duration(self.eta_s)}"
         total = f"/{self.total:,}" if self.total is not None else ""
         pct = f" ({self.pct:.1f}%)" if self.pct is not None else ""
         rate = f" {self.rate:,.1f} {self.unit}/s"
@@ -143,3 +147,38 @@ class ProgressReporter:
                 if self.log is not None:
                     self.log("progress could not be published (ignored)")
             self._next_publish = now + self.publish_every
+
+
+LAG_HISTORY_SAMPLES = 60  # at one sample a poll, about five minutes: enough for a rate, small for an XCom
+
+
+def keep_lag_sample(history: list[list[float]], at: float, lag_bytes: int) -> list[list[float]]:
+    """``history`` with ``[at, lag_bytes]`` appended, the oldest dropped past ``LAG_HISTORY_SAMPLES``."""
+    return [*history, [round(at, 1), lag_bytes]][-LAG_HISTORY_SAMPLES:]
+
+
+def lag_progress(history: list[list[float]], lag_seconds: float | None = None) -> dict[str, Any]:
+    """The catch-up's record from its lag samples ``[[time, lag_bytes], ...]``: the lag now, the rate
+    it shrinks (bytes/s over the samples; negative when it grows) and the ETA at that rate.
+
+    ``done``/``total`` are the bytes caught up since the first sample of the first one's lag, so
+    the page's bar fills as the lag shrinks.
+    """
+    if not history:
+        return {"unit": "bytes", "done": 0, "total": None, "lag_bytes": None, "line": "lag unknown yet"}
+    (t0, first), (t1, last) = history[0], history[-1]
+    rate = (first - last) / (t1 - t0) if t1 > t0 else None
+    eta = last / rate if rate and rate > 0 else None
+    if rate is None:
+        trend = "rate unknown yet"
+    elif rate > 0:
+        trend = f"shrinking {fmt_bytes(rate)}/s ETA {fmt_duration(eta)}"
+    else:
+        trend = f"not shrinking ({fmt_bytes(-rate)}/s growth)" if rate < 0 else "not shrinking"
+    seconds = f", {lag_seconds:.0f} s" if lag_seconds is not None else ""
+    return {
+        "unit": "bytes", "done": max(0, int(first - last)), "total": int(first), "lag_bytes": int(last),
+        "lag_seconds": lag_seconds, "shrink_rate": None if rate is None else round(rate, 1),
+        "eta_s": None if eta is None else round(eta, 1), "history": history,
+        "line": f"lag {fmt_bytes(last)}{seconds}; {trend}",
+    }  # fmt: skip

@@ -3,7 +3,8 @@
 Copy it into a DAG folder (the control room's end-to-end test does) and set
 ``BASCULE_FOLLOW_WORKLOAD``: the cutover's event says "live on Scaleway at <location>", a
 rollback's says Azure (bascule_airflow.assets). It is not in dags/, whose DAGs are the
-migrations only (tests/dags/test_dag_integrity.py).
+migrations only (tests/dags/test_dag_integrity.py); the demo loads it through
+dags/bascule_demo_consumers.py.
 """
 
 import os

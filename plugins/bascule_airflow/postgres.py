@@ -17,6 +17,7 @@ from typing import Any
 from bascule_airflow.common import PhaseOperator, RollbackPhaseOperator, SnapshotPhaseOperator, mirror_routing_variable
 from bascule_airflow.evidence_records import append
 from bascule_airflow.postgres_trigger import ReplicationCaughtUpTrigger
+from bascule_airflow.progress import progress_reporter, publish_progress, segments_progress
 from bascule_airflow.quorum import require_quorum
 from bascule_airflow.xcoms import mapped_results
 
@@ -178,12 +179,15 @@ class CopyTableOperator(_SnapshotPhase):
                 "copying %s (a retry deletes this range only and copies it again, in one transaction)",
                 unit.describe(),
             )
+        # Bytes streamed, as the target reads them (the COPY's row count is known only at its end).
+        reporter = progress_reporter(context, "bytes", log=self.log.info, label=unit.describe())
         record = self._run(
             lambda: copy_one_table(
                 self._sides(workload), self._evidence(workload), self.snapshot, self.table, context["run_id"],
-                context["ti"].try_number,
+                context["ti"].try_number, progress=reporter.update,
             )
         )  # fmt: skip
+        reporter.finish()
         rate = record["rows"] / record["seconds"] if record["seconds"] else float("nan")
         self.log.info(
             "%s: %d rows, %.1f MB in %.1f s (%.0f rows/s); source at %s after the copy",
@@ -235,12 +239,17 @@ class CatchUpOperator(_SnapshotPhase):
 
     def execute(self, context: Any) -> Any:
         from bascule.postgres.phases import overlap_end, replication_status
+        from bascule.progress import keep_lag_sample, lag_progress
 
         workload = self._model()
         end = overlap_end([c for c in (self.copies or []) if c])
         # Already caught up (the usual case for a small or quiet database): no need to defer.
         # A deferral that resumes within seconds also meets an Airflow 3.3.2 executor race.
         now = self._run(lambda: replication_status(workload, self._sides(workload), end))
+        # The triggerer cannot write XComs: the page sees the lag published here, and at the resume
+        # the record built from the lag history the trigger hands back in its event.
+        history = keep_lag_sample([], time.time(), now["lag_bytes"])
+        publish_progress(context, lag_progress(history, now["lag_seconds"]))
         if now["ready"]:
             return self.execute_complete(context, {"status": "ready", **now})
         deadline = time.time() + workload.replication.catch_up_timeout_minutes * 60
@@ -250,7 +259,8 @@ class CatchUpOperator(_SnapshotPhase):
         )  # fmt: skip
         self.defer(
             trigger=ReplicationCaughtUpTrigger(
-                workload=self.workload, overlap_end_lsn=end, deadline=deadline, poll_seconds=self.poll_seconds
+                workload=self.workload, overlap_end_lsn=end, deadline=deadline, poll_seconds=self.poll_seconds,
+                lag_history=history,
             ),
             method_name="execute_complete",
             timeout=timedelta(minutes=workload.replication.catch_up_timeout_minutes + 5),
@@ -260,7 +270,10 @@ class CatchUpOperator(_SnapshotPhase):
         from airflow.sdk.exceptions import AirflowFailException
 
         from bascule.postgres.phases import finish_catch_up
+        from bascule.progress import lag_progress
 
+        if event.get("lag_history"):
+            publish_progress(context, lag_progress(event["lag_history"], event.get("lag_seconds")))
         status = event.get("status")
         if status == "error":
             raise AirflowFailException(f"{event['message']}\nRunbook: {self.runbook()}")
@@ -297,10 +310,11 @@ class PgValidateOperator(_SnapshotPhase):
 
         workload = self._model()
         evidence = self._evidence(workload)
+        reporter = progress_reporter(context, "segments", log=self.log.info)
         result = self._run(
             lambda: validate(
                 workload, self._sides(workload), evidence, self.snapshot, context["run_id"], context["ti"].try_number,
-                log=self.log.info,
+                log=self.log.info, progress=segments_progress(reporter),
             )
         )  # fmt: skip
         append(

@@ -17,12 +17,18 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 class ReplicationCaughtUpTrigger(BaseTrigger):
     """Polls replication lag in the triggerer; fires when under threshold and past the copies' overlap."""
 
-    def __init__(self, workload: dict[str, Any], overlap_end_lsn: str, deadline: float, poll_seconds: float = 5.0):
+    def __init__(
+        self, workload: dict[str, Any], overlap_end_lsn: str, deadline: float, poll_seconds: float = 5.0,
+        lag_history: list[list[float]] | None = None,
+    ):  # fmt: skip
         super().__init__()
         self.workload = workload
         self.overlap_end_lsn = overlap_end_lsn
         self.deadline = deadline
         self.poll_seconds = poll_seconds
+        # [[time, lag_bytes], ...], bounded: handed back in the event, since the triggerer writes no
+        # XCom and the page reads the catch-up's progress from one (docs/architecture.md).
+        self.lag_history = list(lag_history or [])
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -32,6 +38,7 @@ class ReplicationCaughtUpTrigger(BaseTrigger):
                 "overlap_end_lsn": self.overlap_end_lsn,
                 "deadline": self.deadline,
                 "poll_seconds": self.poll_seconds,
+                "lag_history": self.lag_history,
             },
         )
 
@@ -47,6 +54,7 @@ class ReplicationCaughtUpTrigger(BaseTrigger):
         from asgiref.sync import sync_to_async
 
         from bascule.exceptions import BasculeError
+        from bascule.progress import keep_lag_sample
 
         last: dict[str, Any] = {}
         while True:
@@ -59,14 +67,17 @@ class ReplicationCaughtUpTrigger(BaseTrigger):
             except Exception as exc:  # an unreachable server: keep polling until the deadline
                 self.log.warning("replication status unavailable (will retry): %s", str(exc).splitlines()[0])
             else:
+                self.lag_history = keep_lag_sample(self.lag_history, time.time(), last["lag_bytes"])
                 self.log.info(
                     "replication lag: %d bytes, %s s; overlap replayed: %s",
                     last["lag_bytes"], last["lag_seconds"], last["overlap_replayed"],
                 )  # fmt: skip
                 if last["ready"]:
-                    yield TriggerEvent({"status": "ready", **last})
+                    yield TriggerEvent({"status": "ready", **last, "lag_history": self.lag_history})
                     return
             if time.time() > self.deadline:
-                yield TriggerEvent({"status": "timeout", "lag_bytes": last.get("lag_bytes"), **last})
+                yield TriggerEvent(
+                    {"status": "timeout", "lag_bytes": last.get("lag_bytes"), **last, "lag_history": self.lag_history}
+                )
                 return
             await asyncio.sleep(self.poll_seconds)

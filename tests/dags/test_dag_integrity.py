@@ -44,13 +44,18 @@ HEAVY_MODULES = (
 )
 
 
-def _fill(workloads: Path | None, monkeypatch: pytest.MonkeyPatch):
+def _fill(workloads: Path | None, monkeypatch: pytest.MonkeyPatch, *, follow: str | None = None):
     from airflow.dag_processing.dagbag import DagBag
 
     if workloads is None:
         monkeypatch.delenv("BASCULE_WORKLOADS_DIR", raising=False)
     else:
         monkeypatch.setenv("BASCULE_WORKLOADS_DIR", str(workloads))
+    # The demo's consumer DAG (dags/bascule_demo_consumers.py) loads only when told what to follow.
+    if follow is None:
+        monkeypatch.delenv("BASCULE_FOLLOW_WORKLOAD", raising=False)
+    else:
+        monkeypatch.setenv("BASCULE_FOLLOW_WORKLOAD", follow)
     return DagBag(str(DAGS_DIR))
 
 
@@ -92,6 +97,19 @@ def test_one_dag_per_shipped_manifest(shipped_bag):
     expected = {f"migrate_{yaml.safe_load(p.read_text(encoding='utf-8'))['id']}" for p in SHIPPED}
     assert set(shipped_bag.dags) == expected
     assert len(shipped_bag.dags) == len(SHIPPED)
+
+
+def test_the_demo_adds_exactly_one_consumer_of_the_workload_it_follows(monkeypatch):
+    """``make demo`` sets BASCULE_FOLLOW_WORKLOAD: dags/ then holds the migrations and the example
+    consumer from include/examples, scheduled on that workload's Asset, and nothing else."""
+    bag = _fill(None, monkeypatch, follow="snds_extracts")
+    assert bag.import_errors == {}
+    migrations = {f"migrate_{yaml.safe_load(p.read_text(encoding='utf-8'))['id']}" for p in SHIPPED}
+    consumer = "follow_bascule_workload_snds_extracts"
+    assert set(bag.dags) == migrations | {consumer}
+    dag = bag.dags[consumer]
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["bascule_workload_snds_extracts"]
+    assert set(dag.task_dict) == {"read_location"}
 
 
 @pytest.mark.parametrize("manifest", SHIPPED, ids=lambda p: p.name)
@@ -234,6 +252,7 @@ def test_parsing_imports_no_heavy_module():
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "BASCULE_WORKLOADS_DIR"}
+    env["BASCULE_FOLLOW_WORKLOAD"] = "snds_extracts"  # the demo's consumer is parsed too
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, [env.get("PYTHONPATH")])]
     )
@@ -244,6 +263,7 @@ def test_parsing_imports_no_heavy_module():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
     assert report["dags"], "the subprocess parsed no DAG"
+    assert "follow_bascule_workload_snds_extracts" in report["dags"], "the demo's consumer was not parsed"
     assert report["bascule_loaded"], "the DAG factory was imported before the parse: the check proves nothing"
     assert report["heavy"] == []
 

@@ -63,3 +63,40 @@ def test_slugs_follow_github_and_multi_name_headings_get_each_name() -> None:
     ]  # fmt: skip
     html = render_html("## approve_cutover\n\ntext <script>x</script>\n")
     assert '<h2 id="approve_cutover">' in html and "<script>x" not in html
+
+
+PARTS = ("Recognise", "Check", "Act", "Verified when")
+_PART = re.compile(r"\*\*(Recognise|Check|Act|Verified when)\b")
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """Each heading below the title with its own text, up to the next heading of any level."""
+    sections: dict[str, str] = {}
+    current: str | None = None
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        match = None if in_code else re.match(r"^(#{2,6})\s+(.+?)\s*$", line)
+        if match:
+            current = match.group(2)
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def test_every_runbook_section_has_the_four_parts() -> None:
+    # An on-call engineer reads one section, not the file: each must say how to recognise the
+    # failure, what to check, what to do and how to know it is fixed, in the same words.
+    sections = _sections(RUNBOOKS.read_text(encoding="utf-8"))
+    assert len(sections) >= 30, "the section parser no longer finds the runbook's headings"
+    missing = {h: [p for p in PARTS if p not in set(_PART.findall(body))] for h, body in sections.items()}
+    missing = {h: parts for h, parts in missing.items() if parts}
+    assert not missing, f"runbook sections without all four parts: {missing}"
+
+
+def test_the_four_parts_check_finds_a_missing_part() -> None:
+    sections = _sections("# T\n\n## a\n\n**Recognise.** x\n**Check.** y\n**Verified when** z\n\n## b\n**Act.** only\n")
+    assert set(_PART.findall(sections["a"])) == {"Recognise", "Check", "Verified when"}
+    assert set(_PART.findall(sections["b"])) == {"Act"}

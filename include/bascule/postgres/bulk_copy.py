@@ -12,6 +12,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,15 +45,18 @@ class CopyReport:
 
 
 class _CountingReader:
-    """What the target's COPY reads: the pipe, counted."""
+    """What the target's COPY reads: the pipe, counted (and told to ``progress``, bytes so far)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, progress: Callable[[int], None] | None = None):
         self.fd = fd
         self.bytes = 0
+        self.progress = progress
 
     def read(self, size: int = _CHUNK) -> bytes:
         data = os.read(self.fd, size)
         self.bytes += len(data)
+        if self.progress is not None:
+            self.progress(self.bytes)
         return data
 
 
@@ -77,7 +81,13 @@ def _copy_format(source_cur: Any, target_cur: Any, table: TableInfo) -> str:
     return "binary" if source_major == target_major and builtin_types else "text"
 
 
-def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: KeyRange | None = None) -> CopyReport:
+def copy_table(
+    source_conn: Any,
+    target_conn: Any,
+    table: TableInfo,
+    key_range: KeyRange | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CopyReport:
     """Replace the target table's rows by the source's, streamed; all or nothing on the target.
 
     With ``key_range``, only that range's rows: the target deletes the range (never the
@@ -91,6 +101,7 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: 
     array/composite values carry type OIDs that differ between clusters), text otherwise.
     Generated columns are left out (the target computes them); identity columns are written
     as-is (COPY FROM takes their values even when GENERATED ALWAYS).
+    ``progress`` is told the bytes streamed so far, at every read of the pipe (it rate-limits itself).
     """
     name = table.qualified
     what = name if key_range is None else f"{name} {key_range.describe()}"  # for messages
@@ -125,7 +136,7 @@ def copy_table(source_conn: Any, target_conn: Any, table: TableInfo, key_range: 
         copy_in = sql.SQL("copy {} ({}) from stdin (format {}{})").format(
             sql.Identifier(table.schema, table.name), columns, sql.SQL(fmt), freeze
         )
-        source_rows, copied = _stream(src, tgt, copy_out, copy_in, source_conn, target_conn, name, what)
+        source_rows, copied = _stream(src, tgt, copy_out, copy_in, source_conn, target_conn, name, what, progress)
         target_rows = tgt.rowcount
         if source_rows >= 0 and target_rows >= 0 and source_rows != target_rows:
             raise PgCopyError(
@@ -158,6 +169,7 @@ def _stream(
     target_conn: Any,
     name: str,
     what: str,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int]:
     """Run both COPYs joined by a pipe: the source's in a thread, the target's here."""
     read_fd, write_fd = os.pipe()
@@ -165,7 +177,7 @@ def _stream(
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _CHUNK)
     except OSError:
         pass  # a smaller pipe only costs more reads
-    reader = _CountingReader(read_fd)
+    reader = _CountingReader(read_fd, progress)
     writer = os.fdopen(write_fd, "wb", buffering=_CHUNK)
     failures: list[tuple[str, BaseException]] = []  # in the order they happened: the first is the cause
     source_rows = [-1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -249,6 +250,7 @@ def copy_one_table(
     table: str | dict[str, Any],
     run_id: str,
     attempt: int,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """One copy unit's rows streamed from the source to the target; the record notes the source LSN after it.
 
@@ -260,7 +262,7 @@ def copy_one_table(
     inventory = load_inventory(evidence, snapshot)
     info = next(t for t in inventory.tables if t.qualified == unit.table)
     with closing(sides.source()) as source, closing(sides.target()) as target:
-        report = bulk_copy.copy_table(source, target, info, unit.range)
+        report = bulk_copy.copy_table(source, target, info, unit.range, progress)
     record: dict[str, Any] = {
         "table": unit.table,
         "rows": report.rows,

@@ -21,6 +21,7 @@ from bascule.postgres import catalog, catch_up, tablediff, tablediff_records, wr
 from bascule.postgres.phases import check_schema_unchanged, load_inventory, run_prefix, table_specs
 from bascule.postgres.sides import PgSides, sqlalchemy_url
 from bascule.postgres.statements import qualified_ident
+from bascule.postgres.tablediff_segments import adaptive_segments
 from bascule.workload import PostgresWorkload
 
 # Other sessions' table counters reach pg_stat_user_tables at most once a second while
@@ -37,17 +38,25 @@ def wait_until_applied(sides: PgSides, slot: str, *, timeout_s: float = 300.0) -
 
 
 def diff_tables(
-    sides: PgSides, inventory: catalog.PgInventory, *, slot: str | None, live: bool
+    sides: PgSides, inventory: catalog.PgInventory, *, slot: str | None, live: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[tablediff_records.TableDiff]:
     """Segmented-checksum diff of every table in scope.
 
     ``live``: the source takes writes, so a difference may be a change still in flight;
     those keys are re-checked once the replica has applied what the source had then.
+    ``progress`` is told (segments done, segments in all) after each table: the tables not yet
+    diffed count the segments their planner estimate gives (``adaptive_segments``), the done
+    ones what they used.
     """
-    results = []
+    results: list[tablediff_records.TableDiff] = []
+    planned = [adaptive_segments(t.row_estimate, tablediff.DEFAULT_LEAF_ROWS) for t in inventory.tables]
     with closing(sides.source()) as source, closing(sides.target()) as target:
-        for spec in table_specs(inventory):
+        for index, spec in enumerate(table_specs(inventory)):
             diff = tablediff.diff_table(source, target, spec)
+            if progress is not None:
+                done = sum(r.segments for r in results) + diff.segments
+                progress(done, done + sum(planned[index + 1 :]))
             if diff.differences and live and slot:
                 for _ in range(3):
                     wait_until_applied(sides, slot)
@@ -108,7 +117,7 @@ def _evidence_uri(evidence: EvidenceStore, key: str) -> str:
 
 def validate(
     workload: PostgresWorkload, sides: PgSides, evidence: EvidenceStore, snapshot: dict[str, Any], run_id: str,
-    attempt: int, log: Callable[[str], None],
+    attempt: int, log: Callable[[str], None], progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Table diff by segmented checksums (re-checking what was in flight), then the GX suites."""
     from bascule.validation import table_gates, table_suites
@@ -117,7 +126,7 @@ def validate(
     base = run_prefix(run_id) + f"validate-try{attempt}/"
     with sides.autocommit_source() as source:
         check_schema_unchanged(workload, source, inventory)
-    diffs = diff_tables(sides, inventory, slot=snapshot["slot"], live=True)
+    diffs = diff_tables(sides, inventory, slot=snapshot["slot"], live=True, progress=progress)
     for diff in diffs:
         log(diff.summary())
     diff_key = evidence.put_json(base + "table-diff.json", [d.to_dict() for d in diffs])

@@ -46,9 +46,19 @@ def mapped_progress(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# A failed catch-up's record stays on the page: its lag and the rate it (did not) shrink are
+# what the on-call needs (docs/runbooks.md#postgres-catch-up).
+SHOWN_WHEN_FAILED = {"catch_up"}
+
+
 def progress(values: dict[tuple[str, str, int], Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The progress records of tasks still at work (a finished task's result says the rest)."""
-    active = {(t["task_id"], t["map_index"]) for t in tasks if t["state"] in ("running", "deferred", "up_for_retry")}
+    active = {
+        (t["task_id"], t["map_index"])
+        for t in tasks
+        if t["state"] in ("running", "deferred", "up_for_retry")
+        or (t["state"] == "failed" and t["task_id"] in SHOWN_WHEN_FAILED)
+    }
     published = [
         {"task_id": task, "map_index": index, **value}
         for (task, key, index), value in sorted(values.items())
