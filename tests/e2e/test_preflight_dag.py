@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import devstack
+from bascule.synthetic.blob_writer import create_writer_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +29,8 @@ def source_container(standins: devstack.Ports) -> str:
     if not container.exists():
         container.create_container()
     container.upload_blob("stays/year=2024/month=01/stays.csv", b"stay_id,patient_id\n1,a\n", overwrite=True)
+    # The demo manifest freezes by the writers' stored access policy: the platform's ops create it.
+    create_writer_policy(container, yaml.safe_load(DEMO_MANIFEST.read_text())["cutover"]["freeze"]["policy_id"])
     return "preflight-src"
 
 
