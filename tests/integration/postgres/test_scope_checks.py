@@ -48,6 +48,17 @@ def _scope(source, target, database: str, workload) -> dict[str, object]:
         return {c.name: c for c in scope_checks.scope_checks(src, tgt, workload, inventory, MANIFEST)}
 
 
+def _replicating(workload, sides, evidence, run: str) -> dict:
+    """Snapshot, schema, copies and replication started, up to the end of the copies' overlap."""
+    snapshot = pg_phases.take_snapshot(workload, sides, evidence, run, fresh_run=True)
+    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", run, 1)
+    copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, run, 1) for t in snapshot["tables"]]
+    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "post-data", run, 1)
+    pg_phases.start_replication(workload, sides, evidence, snapshot)
+    _wait_ready(workload, sides, pg_phases.overlap_end(copies))
+    return snapshot
+
+
 def _nothing_created(source, target, database: str, name: str) -> None:
     with closing(source.connect(database)) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from pg_replication_slots where slot_name = %s", (name,))
@@ -210,12 +221,7 @@ def test_what_is_copied_behaves_as_documented(db, s3_client) -> None:
     sides = _sides(source, target, database)
     evidence = EvidenceStore(s3_client, bucket, workload.id)
     run = "run_carried"
-    snapshot = pg_phases.take_snapshot(workload, sides, evidence, run, fresh_run=True)
-    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", run, 1)
-    copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, run, 1) for t in snapshot["tables"]]
-    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "post-data", run, 1)
-    pg_phases.start_replication(workload, sides, evidence, snapshot)
-    _wait_ready(workload, sides, pg_phases.overlap_end(copies))
+    snapshot = _replicating(workload, sides, evidence, run)
     _source_sql(source, database, "update registry.patients set department = '75' where patient_id <= 20")
     from bascule.postgres.validation_phases import wait_until_applied
 
@@ -265,12 +271,7 @@ def test_materialized_views_are_refreshed_on_the_target_at_cutover_and_counted(d
     sides = _sides(source, target, database)
     evidence = EvidenceStore(s3_client, bucket, workload.id)
     run = "run_matviews"
-    snapshot = pg_phases.take_snapshot(workload, sides, evidence, run, fresh_run=True)
-    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "pre-data", run, 1)
-    copies = [pg_phases.copy_one_table(sides, evidence, snapshot, t, run, 1) for t in snapshot["tables"]]
-    pg_phases.apply_schema_section(workload, sides, evidence, snapshot, "post-data", run, 1)
-    pg_phases.start_replication(workload, sides, evidence, snapshot)
-    _wait_ready(workload, sides, pg_phases.overlap_end(copies))
+    snapshot = _replicating(workload, sides, evidence, run)
     # After the copy: the stream carries these rows, never the views'.
     _source_sql(source, database, "update registry.patients set sex = '9' where patient_id <= 40")
     pg_phases.finish_catch_up(workload, sides, evidence, snapshot)
