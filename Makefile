@@ -61,9 +61,10 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 # Includes tests/distributed (marker `distributed`): they start scripts/celery_stack.py once
-# per session and need the machine's PostgreSQL and Redis.
+# per session and need the machine's PostgreSQL and Redis. scripts/run_tests.py runs them
+# beside the other tiers, in a second pytest process (why: its docstring).
 test: setup lint
-	$(PY) -m pytest
+	$(PY) scripts/run_tests.py
 
 test-fast: setup
 	$(PY) -m pytest -m unit
