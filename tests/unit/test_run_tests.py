@@ -1,7 +1,6 @@
 """make test's verdict over its two pytest runs (scripts/run_tests.py)."""
 
 import pytest
-
 from run_tests import NOTHING_COLLECTED, verdict
 
 pytestmark = pytest.mark.unit
