@@ -55,3 +55,23 @@ def test_preflight_refuses_a_missing_key_before_creating_anything(standins, s3_c
     with pytest.raises(EncryptionKeyError, match="'no_such_key_connection'.*Nothing was written"):
         _object_store_report(manifest | {"kind": "object_store"}, "snds_extracts.yaml", False)
     assert "sse-c-never-created" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+
+
+def test_the_client_side_kek_comes_from_its_connection_masked_and_the_bucket_decrypts(
+    monkeypatch: pytest.MonkeyPatch, standins: object
+) -> None:
+    import airflow.sdk.log
+
+    from bascule_airflow import clients
+
+    secret = base64.b64encode(KEY).decode()
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_CSE", f'{{"conn_type": "generic", "password": "{secret}"}}')
+    masked: list[str] = []
+    monkeypatch.setattr(airflow.sdk.log, "mask_secret", masked.append)
+    manifest = yaml.safe_load((ROOT / "include" / "workloads" / "snds_extracts.yaml").read_text())
+    manifest["target"]["encryption"] = {"method": "client_side", "key_conn_id": "test_cse"}
+    bucket = clients.target_bucket(clients.workload_model(manifest | {"kind": "object_store"}))
+    assert bucket.client_side.key == KEY and bucket.sse_c is None and not bucket.etag_is_md5
+    assert masked[0] == secret  # registered first, before the S3 connection's own secrets
+    with pytest.raises(EncryptionKeyError, match="'no_such_kek'.*key-encryption key.*client-side-key-missing-or-wrong"):
+        clients.client_side_key("no_such_kek")

@@ -29,6 +29,7 @@ one part when sealing a buffered part. No Airflow import: the glue reads the KEK
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import struct
@@ -150,6 +151,12 @@ class ObjectEnvelope:
         if len(nonce_base) != NONCE_BYTES or size < 0 or frame <= 0:
             raise CiphertextError(f"{where}: its client-side envelope metadata is malformed")
         return cls(data_key, nonce_base, size, kek.fingerprint, wrapped, frame)
+
+    def rewrapped(self, kek: ClientSideKey) -> ObjectEnvelope:
+        """The same data key wrapped under another KEK (rotation: the stored frames do not change)."""
+        return dataclasses.replace(
+            self, kek_fingerprint=kek.fingerprint, wrapped_key=aes_key_wrap(kek.key, self.data_key)
+        )
 
     # -- layout ------------------------------------------------------------------------
 

@@ -28,11 +28,13 @@ from bascule.objects.copy_config import CopyConfig, RetryPolicy, recommended_s3_
 from bascule.objects.inventory import read_inventory
 from bascule.objects.parity import readback_md5
 from bascule.objects.phases import TransferIncomplete, dataset_readers, prove_parity, take_snapshot, transfer_shard
+from bascule.objects.rekey import rewrap_client_side_key
 from bascule.objects.shard import copy_shard
 from bascule.objects.transfer_records import TransferRecord, latest_records, record_files
 from bascule.storage.azure_blob import AzureBlobContainer
 from bascule.storage.base import MD5_KEY
 from bascule.storage.client_side import FORMAT, FRAME_SIZE, CiphertextError, ClientSideKey, sealed_size
+from bascule.storage.encryption import EncryptionKeyError
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import parse_manifest
 
@@ -202,3 +204,26 @@ def test_records_without_client_side_encryption_fail_parity_by_name(env: dict[st
     parity = _parity(env, snapshot, env["target"], "validate-try1")
     assert not parity.success
     assert "client-side encryption" in parity.summary and "one.csv" in parity.summary
+
+
+def test_kek_rotation_rewraps_data_keys_without_rewriting_the_frames(env: dict[str, Any]) -> None:
+    client, name, data = env["client"], env["name"], env["data"]
+    _transfer(env, env["target"], "snap-try1")
+    frames = {key: client.get_object(Bucket=name, Key=key)["Body"].read() for key in data}
+    rotated = S3Bucket(client, name, client_side=OTHER)
+
+    result = rewrap_client_side_key(rotated, KEK)
+    assert (result["rewrapped"], result["failed_count"]) == (len(data), 0), result["failed"]
+    assert (result["old_kek_md5"], result["new_kek_md5"]) == (KEK.fingerprint, OTHER.fingerprint)
+    for key, plaintext in data.items():
+        assert client.get_object(Bucket=name, Key=key)["Body"].read() == frames[key]  # frames untouched
+        assert rotated.read_all(key) == plaintext
+        head = rotated.head(key)
+        assert head is not None and head.size == len(plaintext)
+        if key != "blocks.bin":  # the blobs uploaded whole carry a content type: the rewrap keeps it
+            assert head.content_type == "text/csv"
+    assert rotated.head("one.csv").metadata[MD5_KEY] == base64.b64encode(hashlib.md5(b"1").digest()).decode()
+    with pytest.raises(EncryptionKeyError, match="'hdh_scaleway_cse'"):
+        env["target"].head("one.csv")  # the old key no longer opens it
+    again = rewrap_client_side_key(rotated, KEK)  # idempotent
+    assert (again["rewrapped"], again["already_under_new_key"]) == (0, len(data))
