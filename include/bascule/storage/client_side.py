@@ -219,9 +219,11 @@ class ObjectEnvelope:
         first = self._check_aligned(offset)
         view = memoryview(plaintext)
         frames = max(1, -(-len(view) // self.frame_size))
-        out = bytearray()
+        out = bytearray(len(view) + TAG_BYTES * frames)  # allocated once: a growing buffer would copy the part
+        step = self.frame_size + TAG_BYTES
         for number in range(frames):
-            out += self.seal_frame(first + number, view[number * self.frame_size : (number + 1) * self.frame_size])
+            sealed = self.seal_frame(first + number, view[number * self.frame_size : (number + 1) * self.frame_size])
+            out[number * step : number * step + len(sealed)] = sealed
         return out
 
     def _check_aligned(self, offset: int) -> int:

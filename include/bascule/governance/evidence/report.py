@@ -245,7 +245,7 @@ def _encryption(checks: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> str:
         return (
             "client-side (AES-256-GCM frames, a data key per object wrapped with AES-KW), key-encryption key MD5 "
             f"{facts.get('client_side_kek_md5')}; bucket default encryption for compliant deletion: "
-            f"{facts.get('bucket_default_encryption') or 'none'}"
+            f"{', '.join(facts.get('bucket_default_encryption') or ()) or 'none'}"
         )
     defaults = facts.get("bucket_default_encryption")
     return f"no object encryption; bucket default encryption: {defaults or 'none'}"
