@@ -176,7 +176,9 @@ class _ObjectCopy:
     def run(self) -> tuple[str, str]:
         if self.plan.multipart:
             return self._multipart()
-        if self.obj.size <= self.cfg.preferred_part_size:
+        # A sealed single PUT is always buffered (its plan keeps it within one part): streaming
+        # it would send the plaintext, and its Content-MD5 is the ciphertext's.
+        if self.obj.size <= self.cfg.preferred_part_size or self.codec.sealed:
             return self._put_buffered(), ""
         return self._put_streamed(), ""
 
