@@ -25,6 +25,10 @@ What one object's copy guarantees
   Content-Disposition and user metadata (see :func:`bascule.storage.s3.encode_metadata`
   for non-ASCII values); the source's Content-MD5 survives as ``md5chksum`` and is sent
   as the PUT's Content-MD5.
+- **Client-side encryption** (a target built with ``client_side``): everything above
+  holds for the plaintext; what is sent is sealed by :mod:`bascule.objects.body_codec`
+  (whole frames per part, a Content-MD5 of the ciphertext per PUT and part, the
+  envelope and the sealed MD5 in the metadata). Single PUTs are then always buffered.
 - **Idempotent.** A target object of the same size whose recorded source hash
   matches is skipped (see :func:`bascule.objects.provenance.already_copied`). Leftover multipart uploads of a
   crashed attempt on the same key are aborted before a new one starts.
