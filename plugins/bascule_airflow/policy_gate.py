@@ -29,8 +29,10 @@ def enforce_object_target(workload: Any, bucket: Any) -> Any:
 
     data = workload.kind == "object_store"
     key = bucket.sse_c.key if getattr(bucket, "sse_c", None) is not None else None
+    kek = bucket.client_side.key if getattr(bucket, "client_side", None) is not None else None
     return enforce_object_target_policy(
         bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=key,
+        client_side_kek=kek,
         expected_region=workload.target.region if data else workload.evidence.region,
         health_data=data, sample_prefix=workload.target.prefix if data else None,
     )  # fmt: skip
