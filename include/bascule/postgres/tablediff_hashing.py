@@ -29,10 +29,18 @@ loads hash-on-enum partitions via the root for this reason); text is hashed unde
 the "C" collation (nondeterministic collations hash by sort key); and hash_bytes
 differs between little- and big-endian builds (both sides are x86-64/arm64 here).
 
-Values compare by their type's equality: numeric 1.0 equals 1.00, -0.0 equals 0.0
-in floats, bpchar ignores trailing blanks, timestamptz compares instants. If a
-column's type family differs between the sides (e.g. integer vs numeric), both
-sides hash its text output.
+Equal means equal text, not merely equal by the type's ``=``. A migration must
+carry each value as written: a lab result of 1.0 is not the 1.00 it would compare
+equal to (the scale is the precision that was recorded), -0 is not 0 to a float
+reader, and '1 mon' is not '30 days' when added to a date. So where a type's own
+hash is coarser than its text, the row hash adds what it ignores or falls back to
+the text: unconstrained numerics (or scales that differ between the sides) add
+their display scale, floats a -0 flag, and interval, jsonb (its numbers compare
+by value: {"v": 1.0} = {"v": 1.00}), unconstrained bpchar (trailing blanks) and
+columns whose type differs between the sides (float4 vs float8, char(n) vs
+char(m), integer vs numeric, inet vs cidr) hash their text output. Still equal:
+timestamptz values of one instant (their text under the fixed TimeZone is one
+text), and char(n) values padded alike.
 """
 
 from __future__ import annotations
@@ -149,31 +157,42 @@ _FAMILIES: dict[str, tuple[str, str, str, bool]] = {
     "timestamptz": ("interval_hash_extended", "timestamptz", "'0'", False),
     "time": ("time_hash_extended", "time", "'00:00'", False),
     "timetz": ("timetz_hash_extended", "timetz", "'00:00+00'", False),
-    "interval": ("interval_hash_extended", "interval", "'0'", False),
-    "jsonb": ("jsonb_hash_extended", "jsonb", "'null'", False),
     "inet": ("hashinetextended", "inet", "'0.0.0.0'", False),
+    "cidr": ("hashinetextended", "cidr", "'0.0.0.0'", False),  # own family: inet text differs from cidr's
     "macaddr": ("hashmacaddrextended", "macaddr", "'00:00:00:00:00:00'", False),
 }
 _TEXT_OUTPUT = ("hashtextextended", "text", "''", True)
+# Types whose ::text cast is not their output: bpchar's strips trailing blanks, inet's
+# and cidr's always print the netmask. concat() calls the output function.
+_CAST_IS_NOT_OUTPUT = frozenset({"bpchar", "inet", "cidr"})
 _NARROW_INT_HASH = {"int2": "hashint2extended", "int4": "hashint4extended"}
 _BASE_TYPE_FAMILY = {
     "int2": "int", "int4": "int", "int8": "int",
     "float4": "float", "float8": "float",
     "text": "text", "varchar": "text",
-    "cidr": "inet",
 }  # fmt: skip
+# Families whose hash is exact only between identical types: float4 0.1 cast to float8
+# hashes like the float8 0.100000001490116 whose text differs; char(n) pads to n.
+_SAME_TYPE_ONLY = frozenset({"float", "bpchar"})
 
 # family -> (bits, the column's state: 0 for an ordinary value). hash_numeric_extended
-# returns the seed itself for NaN and +-Infinity, so they would hash alike (a lone NaN
-# is told from any finite value by that very fact); scale() is NULL only for NULL, NaN
-# and +-Infinity: one cheap call per row. Infinite timestamps cannot be subtracted from
-# the epoch (see _value), so their sign is kept here.
+# hashes the digits and the weight, not the sign (-1.5 and 1.5 hash alike) nor the
+# display scale (1.0 and 1.00), and returns the seed itself for NaN and +-Infinity;
+# scale() is NULL only for NULL, NaN and +-Infinity, so one call gives the scale
+# (doubled, plus the sign, offset past the special values' codes; at most 32,773) or
+# tells the special values apart. In numeric(p,s) every value has scale s and no
+# +-Infinity fits: the sign (NaN < 0 is false: NaN hashes as the seed itself, like no
+# finite value) and NULL. hashfloat8extended hashes -0 like 0: the text is asked only of
+# zeros. Infinite timestamps cannot be subtracted from the epoch (see _value), so their
+# sign is kept here.
 _STATE_CASES = {
     "numeric": (
-        3,
-        "CASE WHEN {c} IS NULL THEN 1 WHEN scale({c}) IS NOT NULL THEN 0 WHEN {c} = 'NaN' THEN 2"
-        " WHEN {c} > 0 THEN 3 ELSE 4 END",
+        16,
+        "coalesce(scale({c}) * 2 + CASE WHEN {c} < 0 THEN 6 ELSE 5 END, CASE WHEN {c} IS NULL THEN 1"
+        " WHEN {c} = 'NaN' THEN 2 WHEN {c} > 0 THEN 3 ELSE 4 END)",
     ),
+    "numeric(p,s)": (2, "CASE WHEN {c} IS NULL THEN 1 WHEN {c} < 0 THEN 2 ELSE 0 END"),
+    "float": (2, "CASE WHEN {c} IS NULL THEN 1 WHEN {c} <> 0 THEN 0 WHEN {c}::text LIKE '-%' THEN 2 ELSE 0 END"),
     "timestamptz": (
         2,
         "CASE WHEN {c} IS NULL THEN 1 WHEN isfinite({c}) THEN 0 WHEN {c} > 'epoch'::timestamptz THEN 2 ELSE 3 END",
@@ -198,6 +217,7 @@ class HashedColumn:
     collate: bool
     nullable: bool
     family: str | None  # None: hashed as text output
+    by_output: bool = False  # text through the output function, not the ::text cast
 
 
 def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShape) -> list[HashedColumn]:
@@ -208,12 +228,15 @@ def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShap
         family = _family(left)
         if family is None or family != _family(right):
             family = None
+        elif family in _SAME_TYPE_ONLY and (left.type_sql != right.type_sql or left.type_sql == "bpchar"):
+            family = None  # bare bpchar keeps trailing blanks its hash ignores
         function, cast, null_literal, collate = _TEXT_OUTPUT if family is None else _FAMILIES[family]
         if family == "int" and left.base_type == right.base_type and left.base_type in _NARROW_INT_HASH:
             # hashint8extended equals these on their ranges; calling them saves a cast per row.
             function, cast = _NARROW_INT_HASH[left.base_type], left.base_type
-        if family == "numeric" and left.numeric_scale is not None and right.numeric_scale is not None:
-            family = "numeric(p,s)"  # no +-Infinity in a constrained numeric: NaN alone needs no state
+        if family == "numeric" and left.numeric_scale is not None and left.numeric_scale == right.numeric_scale:
+            # Every value has the column's scale, and no +-Infinity fits: NaN alone needs no state.
+            family = "numeric(p,s)"
         plan.append(
             HashedColumn(
                 name=name,
@@ -223,6 +246,7 @@ def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShap
                 collate=collate,
                 nullable=not (left.not_null and right.not_null),
                 family=family,
+                by_output=family is None and bool({left.base_type, right.base_type} & _CAST_IS_NOT_OUTPUT),
             )
         )
     return plan
@@ -280,9 +304,8 @@ def _state_case(column: HashedColumn) -> tuple[int, str] | None:
 
 def _value(column: HashedColumn, alias: str) -> sql.Composable:
     """The column's value as its hash function takes it."""
-    value: sql.Composable = sql.SQL("{c}::{cast}").format(
-        c=sql.Identifier(alias, column.name), cast=sql.SQL(column.cast)
-    )
+    template = "concat({c})" if column.by_output else "{c}::{cast}"
+    value: sql.Composable = sql.SQL(template).format(c=sql.Identifier(alias, column.name), cast=sql.SQL(column.cast))
     if column.family == "timestamptz":
         # Subtracting infinite timestamps is an error; NULL and +-Infinity are in the state.
         value = sql.SQL("CASE WHEN isfinite({v}) THEN {v} - 'epoch'::timestamptz ELSE '0'::interval END").format(
