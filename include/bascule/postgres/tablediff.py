@@ -7,7 +7,8 @@ segments whose pairs differ are split again, and only small mismatching segments
 found. Before any of that, each side computes the same checksum over the whole
 table (``Strategy.fingerprints``, no grouping, parallel like ``count(*)``): an equal
 table costs that one scan per side and returns one row; a differing one pays it on
-top of the segments (about a third more than segments alone).
+top of the segments (about half again: 1M rows, 10 differences, 1.9 s against 0.7 s
+for the fingerprints alone).
 
 This module drives the bisection (``diff_table``) and re-compares given keys
 (``recheck``). Its parts: ``tablediff_segments`` (key ranges or key-hash buckets,

@@ -142,7 +142,7 @@ class Strategy:
         The same checksum as a segment's, over the whole table: where the two are equal,
         no segment needs reading. Without GROUP BY the planner runs it as a Parallel Seq
         Scan under a Partial Aggregate, like ``count(*)`` (both are parallel safe), and it
-        skips the grouping that costs the top-level scan about 1.6-2x more. A false match
+        skips the grouping that makes the top-level scan cost about twice as much. A false match
         needs the XOR (or exact sum) of the differing rows' 64-bit hashes to vanish, as
         in any one segment: about 2**-64 for data that is not built to collide.
         """
