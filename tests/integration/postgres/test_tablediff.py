@@ -497,11 +497,18 @@ def logged(pg_pair, conns) -> Iterator[tuple[Any, Any, list[io.StringIO]]]:
             conn.close()
 
 
+def _forget(logs: list[io.StringIO]) -> None:
+    """Empty the logs: what follows is the diff's own statements."""
+    for log in logs:
+        log.seek(0)
+        log.truncate()
+
+
 def _segment_queries(logs: list[io.StringIO]) -> int:
     return sum(log.getvalue().count("GROUP BY") for log in logs)
 
 
-def _create_visits(conns: tuple[Any, Any]) -> None:
+def _create_fingerprinted(conns: tuple[Any, Any]) -> None:
     on_both(
         conns,
         """
@@ -518,9 +525,8 @@ FINGERPRINTED = TableSpec("public", "fingerprinted", ["id"], ["id", "label", "no
 
 def test_equal_tables_are_settled_by_the_fingerprints_without_a_segment_query(logged) -> None:
     source, target, logs = logged
-    _create_visits((source, target))
-    for log in logs:
-        log.truncate(0)
+    _create_fingerprinted((source, target))
+    _forget(logs)
     diff = diff_table(source, target, FINGERPRINTED)
     assert diff.equal and (diff.source_rows, diff.target_rows) == (5000, 5000)
     assert (diff.method, diff.segments, diff.segments_bisected) == ("fingerprint", 0, 0)
@@ -544,10 +550,9 @@ def test_one_differing_row_fails_the_fingerprints_and_segments_name_it(
     logged, side: int, change: str, key: int, kind: str
 ) -> None:
     source, target, logs = logged
-    _create_visits((source, target))
+    _create_fingerprinted((source, target))
     run((source, target)[side], change)
-    for log in logs:
-        log.truncate(0)
+    _forget(logs)
     diff = diff_table(source, target, FINGERPRINTED)
     assert found(diff) == {(key,): kind}
     assert diff.method == "key_range" and diff.segments >= 1
