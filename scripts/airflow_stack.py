@@ -123,8 +123,18 @@ class Api:
         except urllib.error.HTTPError as exc:
             raise ApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
 
-    def get(self, path: str) -> Any:
-        return self._call("GET", path)
+    def get(self, path: str, *, attempts: int = 4) -> Any:
+        """A read, retried when the API server is too busy to answer in time (seen at load 12 on 2 cores).
+
+        Only reads: they change nothing, so asking again is safe; a write is never repeated.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call("GET", path)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if attempt == attempts or not _timed_out(exc):
+                    raise
+                time.sleep(5)
 
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)
@@ -312,6 +322,10 @@ def api_healthy(url: str, parts: tuple[str, ...]) -> bool:
     except (OSError, ValueError):
         return False
     return all(body.get(part, {}).get("status") == "healthy" for part in parts)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
 
 
 def _q(value: str) -> str:
