@@ -58,10 +58,10 @@ CHILD = {
 import json, sys, time
 import airflow
 from airflow.dag_processing.dagbag import DagBag
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 bag = DagBag(sys.argv[1])
-fill = time.perf_counter() - t0
-print(json.dumps({"seconds": fill, "dags": len(bag.dags), "import_errors": len(bag.import_errors),
+fill, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({"seconds": fill, "cpu": cpu, "dags": len(bag.dags), "import_errors": len(bag.import_errors),
                   "errors": {k: str(v)[-2000:] for k, v in bag.import_errors.items()}}))
 """,
     "validate": _TIMED_CALL.format(
@@ -173,6 +173,9 @@ def main() -> int:
             "DagBag fill (in process)",
             f"{fill:.2f} s  ({1000 * fill / max(dags, 1):.2f} ms per DAG; {spread(bag, 'seconds')})",
         ),
+        # The fill is one thread doing no I/O to speak of: its CPU time is what a quiet machine's
+        # wall time would be, and far less disturbed than wall time when others share the cores.
+        ("DagBag fill, CPU time of that process", f"{median(bag, 'cpu'):.2f} s  ({spread(bag, 'cpu')})"),
         ("whole process (import airflow + fill)", f"{median(bag, 'process'):.2f} s  ({spread(bag, 'process')})"),
         ("load_manifests alone (validation)", f"{validate:.2f} s  ({1000 * validate / MANIFESTS:.2f} ms per manifest)"),
         ("build_workload_dags (validation + DAGs)", f"{build:.2f} s  ({1000 * build / MANIFESTS:.2f} ms per manifest)"),
@@ -180,6 +183,7 @@ def main() -> int:
         ("import bascule.workload (bare interpreter)", f"{median(runs['validate'], 'import'):.2f} s"),
         ("import dag_factory (after import airflow)", f"{median(runs['build'], 'import'):.2f} s"),
         ("goal: DagBag fill < 2 s for 500 DAGs", "PASS" if fill < GOAL_SECONDS else "MISS"),
+        ("  (same goal on the fill's CPU time)", "PASS" if median(bag, "cpu") < GOAL_SECONDS else "MISS"),
     ]
     print(f"Parse benchmark: DagBag of dags/ over generated manifests, median of {RUNS} fresh processes")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)")

@@ -7,6 +7,7 @@ manifest for national health data must stop the workload, not be ignored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import time
@@ -245,6 +246,16 @@ class Notifications(_Strict):
     on_failure: list[Annotated[str, StringConstraints(pattern=EMAIL_PATTERN)]] = Field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=256)
+def _is_iana_timezone(name: str) -> bool:
+    """Whether pendulum knows ``name``; cached, as hundreds of manifests name the same few zones."""
+    try:
+        pendulum.timezone(name)
+    except Exception:  # pendulum raises its own InvalidTimezone
+        return False
+    return True
+
+
 class MaintenanceWindow(_Strict):
     timezone: str
     days: list[Literal[WEEKDAYS]] = Field(min_length=1)  # type: ignore[valid-type]
@@ -254,10 +265,8 @@ class MaintenanceWindow(_Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            pendulum.timezone(value)
-        except Exception as exc:  # pendulum raises its own InvalidTimezone
-            raise ValueError(f"unknown IANA timezone '{value}' (e.g. Europe/Paris)") from exc
+        if not _is_iana_timezone(value):
+            raise ValueError(f"unknown IANA timezone '{value}' (e.g. Europe/Paris)")
         return value
 
     @field_validator("start", "end", mode="before")

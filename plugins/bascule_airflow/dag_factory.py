@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pendulum
 from airflow.sdk import DAG, Param
@@ -34,12 +34,52 @@ NETWORK_TASK_ARGS = {
     "max_retry_delay": timedelta(minutes=10),
 }
 
+# The run's Params (the trigger form): name, default, JSON type, title, description.
+RUN_PARAMS = (
+    (
+        "dry_run", False, "boolean", "Dry run",
+        "Preflight only, reporting what it would create: nothing is created and no byte moves.",
+    ),
+    (
+        "rollback", False, "boolean", "Roll back",
+        "Only roll back: routing back to Azure and the source unfrozen (for a database, "
+        "its application roles writable again). No migration runs.",  # both kinds can be rolled back on demand
+    ),
+    ("rollback_reason", "", "string", "Rollback reason", "Recorded in the evidence with the rollback."),
+)  # fmt: skip
+
+
+def run_params(source: Literal["dag"] | None = "dag") -> dict[str, Param]:
+    """A new set of the run's Params: the DAG's own (``source=None``) or a task's copy of them.
+
+    Airflow's ``apply_defaults`` deep-copies ``dag.params`` into every ``__init__`` layer of
+    every operator built while the DAG has them (2.8 copies per task, of which only the
+    outermost is kept): about a quarter of the parse (docs/benchmarks.md#parse). So the DAG gets its
+    Params after its tasks are built, and each task is handed its own new set, marked
+    ``source="dag"`` as Airflow marks the copies: the same Params in the same objects-per-task
+    shape, built once instead of deep-copied three times.
+    """
+    return {
+        name: Param(default, description=description, source=source, type=kind, title=title)
+        for name, default, kind, title, description in RUN_PARAMS
+    }
+
 
 def workloads_dir() -> Path:
     return Path(os.environ.get(WORKLOADS_DIR_ENV) or DEFAULT_WORKLOADS_DIR)
 
 
-def build_workload_dags(directory: Path | None = None) -> dict[str, DAG]:
+def build_workload_dags(
+    directory: Path | None = None, *, only_dag_id: str | None = None, freeze: bool = False
+) -> dict[str, DAG]:
+    """One DAG per manifest in ``directory`` (or only the one named ``only_dag_id``, if it is among them).
+
+    ``only_dag_id``: a task's runner parses the DAG file for its own DAG only (Airflow's parsing
+    context, ``get_parsing_context().dag_id``); every manifest is still read and validated, so a
+    duplicate id is refused as in a full parse. ``freeze``: the caller keeps the DAGs for the
+    life of the process (the DAG file, parsed by a DAG processor's parse process or a task's
+    runner); see below.
+    """
     dags: dict[str, DAG] = {}
     # Every object built here lives as long as the DagBag, so the cyclic GC's passes during
     # the build (triggered by the many small allocations of Airflow's operator __init__, and
@@ -49,12 +89,23 @@ def build_workload_dags(directory: Path | None = None) -> dict[str, DAG]:
     gc.disable()
     try:
         for manifest in load_manifests(directory or workloads_dir()):
-            dag = _workload_dag(manifest) if manifest.workload else _invalid_manifest_dag(manifest)
-            dags[dag.dag_id] = dag
+            if only_dag_id is None or _dag_id(manifest) == only_dag_id:
+                dag = _workload_dag(manifest) if manifest.workload else _invalid_manifest_dag(manifest)
+                dags[dag.dag_id] = dag
+        if freeze:
+            # Built with the GC paused, all of it sits in the youngest generation, and the
+            # first collection after the pause would walk it all (~0.1 s CPU for 500 DAGs) to
+            # free nothing. Frozen, the collector never walks it again; only for a caller that
+            # keeps its DAGs to the end of its process (what is frozen is never collected).
+            gc.freeze()
     finally:
         if gc_was_enabled:
             gc.enable()
     return dags
+
+
+def _dag_id(manifest: LoadedManifest) -> str:
+    return f"migrate_{manifest.workload.id}" if manifest.workload else invalid_manifest_dag_id(manifest.path)
 
 
 def _workload_dag(manifest: LoadedManifest) -> DAG:
@@ -62,27 +113,8 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
     assert workload is not None
     # Dumped and resolved once per DAG: every operator gets the same (read-only) JSON and path.
     args = _phase_args(workload, manifest.path)
-    params = {
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Preflight only, reporting what it would create: nothing is created and no byte moves.",
-        ),
-    }
-    # Both kinds can be rolled back on demand.
-    params["rollback"] = Param(
-        False,
-        type="boolean",
-        title="Roll back",
-        description="Only roll back: routing back to Azure and the source unfrozen (for a database, "
-        "its application roles writable again). No migration runs.",
-    )
-    params["rollback_reason"] = Param(
-        "", type="string", title="Rollback reason", description="Recorded in the evidence with the rollback."
-    )
     with DAG(
-        dag_id=f"migrate_{workload.id}",
+        dag_id=_dag_id(manifest),
         description=workload.description[:200],
         doc_md=_doc(workload, args["manifest_path"]),
         schedule=None,
@@ -91,7 +123,7 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
         max_active_runs=1,  # two runs of one migration would race on the same target
         tags=["bascule", workload.kind],
         default_args={"owner": workload.owner},
-        params=params,
+        # No params here: the run's Params are set once the tasks are built (see run_params).
         render_template_as_native_obj=False,
         # The manifest's notifications: the operators are e-mailed when a run fails (#15).
         on_failure_callback=failure_notifiers(args["workload"]) or None,
@@ -100,13 +132,14 @@ def _workload_dag(manifest: LoadedManifest) -> DAG:
             task_id="preflight",
             dry_run="{{ params.dry_run }}",
             doc_md="Checks connections, source location, target region policy and target existence.",
-            **args,
+            params=run_params(), **args,
             **NETWORK_TASK_ARGS,
         )
         if isinstance(workload, ObjectStoreWorkload):
             _object_store_phases(workload, args, preflight)
         else:
             _postgres_phases(workload, args, preflight)
+    dag.params = run_params(source=None)  # the trigger form's fields, as Airflow keeps DAG-level Params
     return dag
 
 
@@ -117,16 +150,16 @@ def _object_store_phases(workload: ObjectStoreWorkload, phase_args: dict[str, An
 
     args = {**phase_args, **NETWORK_TASK_ARGS}
     choose_mode, stop_if_dry_run = _mode_branches(ops.RollbackOperator, args)
-    snapshot = ops.SnapshotOperator(task_id="snapshot", **args)
-    transfer = ops.TransferShardOperator.partial(task_id="transfer", snapshot=snapshot.output, **args).expand(
-        shard_index=list(range(workload.transfer.shards))
-    )
-    validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, **args)
-    shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **args)
+    snapshot = ops.SnapshotOperator(task_id="snapshot", params=run_params(), **args)
+    transfer = ops.TransferShardOperator.partial(
+        task_id="transfer", snapshot=snapshot.output, params=run_params(), **args
+    ).expand(shard_index=list(range(workload.transfer.shards)))
+    validate = ops.ValidateOperator(task_id="validate", snapshot=snapshot.output, params=run_params(), **args)
+    shadow_run = ops.ShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, params=run_params(), **args)
     approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover = _cutover_tasks(
         ops.describe_cutover, ops.CutoverOperator, ops.RollbackOperator, snapshot, args
     )
-    complete = ops.RecordCompletionOperator(task_id="complete", **args)
+    complete = ops.RecordCompletionOperator(task_id="complete", params=run_params(), **args)
 
     choose_mode >> preflight
     (
@@ -152,40 +185,44 @@ def _postgres_phases(workload: PostgresWorkload, phase_args: dict[str, Any], pre
 
     args = {**phase_args, **NETWORK_TASK_ARGS}
     choose_mode, stop_if_dry_run = _mode_branches(ops.PgRollbackOperator, args)
-    snapshot = ops.PgSnapshotOperator(task_id="snapshot", **args)
+    snapshot = ops.PgSnapshotOperator(task_id="snapshot", params=run_params(), **args)
     pre_data = ops.SchemaSectionOperator(
-        task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, **args
+        task_id="schema_pre_data", section="pre-data", snapshot=snapshot.output, params=run_params(), **args
     )
     plan_copy = ops.PlanCopyOperator(
         task_id="plan_copy",
         snapshot=snapshot.output,
         doc_md="One copy task per table, largest first; a table over transfer.split_table_above_mib "
         "gets one task per primary-key range.",
-        **args,
+        params=run_params(), **args,
     )
     copy_table = ops.CopyTableOperator.partial(
         task_id="copy_table",
         snapshot=snapshot.output,
         map_index_template="{{ copy_unit }}",  # the grid shows "registry.stays range 2/4 of ..." per task
         max_active_tis_per_dagrun=workload.transfer.concurrency,
-        **args,
+        params=run_params(), **args,
     ).expand(table=plan_copy.output)
     post_data = ops.SchemaSectionOperator(
-        task_id="schema_post_data", section="post-data", snapshot=snapshot.output, **args
+        task_id="schema_post_data", section="post-data", snapshot=snapshot.output, params=run_params(), **args
     )
-    start_replication = ops.StartReplicationOperator(task_id="start_replication", snapshot=snapshot.output, **args)
-    catch_up = ops.CatchUpOperator(task_id="catch_up", snapshot=snapshot.output, copies=copy_table.output, **args)
-    validate = ops.PgValidateOperator(task_id="validate", snapshot=snapshot.output, **args)
-    shadow_run = ops.PgShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, **args)
+    start_replication = ops.StartReplicationOperator(
+        task_id="start_replication", snapshot=snapshot.output, params=run_params(), **args
+    )
+    catch_up = ops.CatchUpOperator(
+        task_id="catch_up", snapshot=snapshot.output, copies=copy_table.output, params=run_params(), **args
+    )
+    validate = ops.PgValidateOperator(task_id="validate", snapshot=snapshot.output, params=run_params(), **args)
+    shadow_run = ops.PgShadowRunOperator(task_id="shadow_run", snapshot=snapshot.output, params=run_params(), **args)
     approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover = _cutover_tasks(
         ops.describe_cutover, ops.PgCutoverOperator, ops.PgRollbackOperator, snapshot, args
     )
-    complete = ops.PgCompleteOperator(task_id="complete", snapshot=snapshot.output, **args)
+    complete = ops.PgCompleteOperator(task_id="complete", snapshot=snapshot.output, params=run_params(), **args)
     release_replication = ops.ReleaseReplicationOperator(
         task_id="release_replication",
         trigger_rule="one_failed",
         doc_md="Runs only when the migration stops before cutover: no replication slot is left on the source.",
-        **args,
+        params=run_params(), **args,
     )
 
     choose_mode >> preflight
@@ -209,13 +246,15 @@ def _mode_branches(rollback_operator: type, args: dict[str, Any]) -> tuple[Any, 
         task_id="choose_mode",
         python_callable=choose_mode_from_params,
         doc_md="Migrate, or only roll back when triggered with rollback=true.",
+        params=run_params(),
     )
     rollback_requested = rollback_operator(
         task_id="rollback_requested", when="requested", reason="{{ params.rollback_reason }}",
-        outlets=[workload_asset(args["workload"]["id"])], **args,
+        outlets=[workload_asset(args["workload"]["id"])], params=run_params(), **args,
     )
     stop_if_dry_run = ShortCircuitOperator(
-        task_id="stop_if_dry_run", python_callable=not_dry_run, doc_md="A dry run ends after preflight."
+        task_id="stop_if_dry_run", python_callable=not_dry_run, doc_md="A dry run ends after preflight.",
+        params=run_params(),
     )
     choose_mode >> rollback_requested
     return choose_mode, stop_if_dry_run
@@ -234,12 +273,14 @@ def _cutover_tasks(
         task_id="approve_cutover", workload=args["workload"], describe_cutover=describe_cutover, retries=0,
         notifiers=gate_notifiers(args["workload"]),  # the approvers are e-mailed when the gate opens (#15)
     )
-    wait_for_window = WaitForWindowOperator(task_id="wait_for_window", **args)
+    wait_for_window = WaitForWindowOperator(task_id="wait_for_window", params=run_params(), **args)
     outlets = [workload_asset(args["workload"]["id"])]  # where the workload lives, as Asset events (#15)
-    cutover = cutover_operator(task_id="cutover", snapshot=snapshot.output, outlets=outlets, **args)
+    cutover = cutover_operator(
+        task_id="cutover", snapshot=snapshot.output, outlets=outlets, params=run_params(), **args
+    )
     rollback_after_failed_cutover = rollback_operator(
         task_id="rollback_after_failed_cutover", when="cutover_failed", trigger_rule="one_failed", outlets=outlets,
-        **args,
+        params=run_params(), **args,
     )
     return approve_cutover, wait_for_window, cutover, rollback_after_failed_cutover
 
@@ -247,7 +288,7 @@ def _cutover_tasks(
 def _verify_evidence_after(complete: Any, args: dict[str, Any]) -> None:
     from bascule_airflow.evidence_records import VerifyEvidenceOperator
 
-    complete >> VerifyEvidenceOperator(task_id="verify_evidence", **args)
+    complete >> VerifyEvidenceOperator(task_id="verify_evidence", params=run_params(), **args)
 
 
 def choose_mode_from_params(**context: Any) -> str:

@@ -373,6 +373,59 @@ def test_gates_have_no_default_and_dags_no_bypass_param(shipped_bag):
         assert set(dag.params.keys()) == {"dry_run", "rollback", "rollback_reason"}, dag.params.keys()
 
 
+RUN_PARAMS = {"dry_run", "rollback", "rollback_reason"}
+
+
+def test_every_task_but_the_gate_carries_the_run_params_in_objects_of_its_own(shipped_bag):
+    """The factory hands each task its own copy of the DAG's Params (docs/benchmarks.md#parse), as
+    Airflow's deep copy did: the trigger form, the serialized tasks and a run's ``context["params"]``
+    see them, and a run's values resolved into one task's Params never reach another's or the DAG's."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag in shipped_bag.dags.values():
+        dag_params = {name: dag.params.get_param(name) for name in dag.params}
+        assert set(dag_params) == RUN_PARAMS and {p.source for p in dag_params.values()} == {None}
+        seen = {id(p) for p in dag_params.values()}
+        for task in dag.tasks:
+            if task.task_id in GATES:  # the approver's form asks only the gate's own question
+                assert set(task.params) == {"reason"}, f"{dag.dag_id}.{task.task_id}"
+                continue
+            params = {name: task.params.get_param(name) for name in task.params}
+            assert set(params) == RUN_PARAMS, f"{dag.dag_id}.{task.task_id}: {set(params)}"
+            for name, param in params.items():
+                assert param.source == "dag", f"{dag.dag_id}.{task.task_id}.{name}"
+                assert (param.value, param.schema, param.description) == (
+                    dag_params[name].value, dag_params[name].schema, dag_params[name].description,
+                ), f"{dag.dag_id}.{task.task_id}.{name}"  # fmt: skip
+                assert id(param) not in seen, f"{dag.dag_id}.{task.task_id}.{name} shares a Param object"
+                seen.add(id(param))
+        serialized = DagSerialization.to_dict(dag)["dag"]
+        assert [name for name, _ in serialized["params"]] == list(dag_params)
+        for task in serialized["tasks"]:
+            names = {name for name, _ in task["__var"]["params"]}
+            assert names == ({"reason"} if task["__var"]["task_id"] in GATES else RUN_PARAMS), task["__var"]["task_id"]
+
+
+def test_a_task_runner_parse_builds_only_its_own_dag(tmp_path, monkeypatch):
+    """A task's runner names its DAG in Airflow's parsing context: only that DAG is built; every
+    manifest is still validated (a duplicate id elsewhere still refuses both)."""
+    for n in range(3):
+        _manifest(tmp_path, f"w{n}.yaml", f"workload_{n}")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "migrate_workload_1")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "preflight")
+    bag = _fill(tmp_path, monkeypatch)
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"migrate_workload_1"}
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID")
+    full = _fill(tmp_path, monkeypatch)  # no context: every DAG, as the DAG processor parses
+    assert set(full.dags) == {"migrate_workload_0", "migrate_workload_1", "migrate_workload_2"}
+
+    _manifest(tmp_path, "w9.yaml", "workload_1")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "migrate_workload_1")
+    refused = _fill(tmp_path, monkeypatch)
+    assert refused.dags == {}, "a duplicate id must refuse the DAG in a task's parse too"
+
+
 def test_gate_code_reads_no_environment_variable():
     """No environment variable can bypass a gate: the gate and quorum code never read one."""
     gate_code = (
