@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from bascule.exceptions import BasculeError
-from bascule.governance.evidence.store import EVIDENCE_ROOT
 from bascule.storage.encryption import SseCKey
 from bascule.storage.s3 import S3Bucket
 
@@ -24,8 +23,6 @@ def rotate_sse_c_key(target: S3Bucket, old: SseCKey, prefix: str = "") -> dict[s
     rotated = already = 0
     failed: list[str] = []
     for info in target.iter_objects(prefix):
-        if info.key.startswith(EVIDENCE_ROOT):
-            continue
         try:
             if target.head(info.key) is not None:  # readable with the new key: done by an earlier run
                 already += 1
