@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.bascule-installed
 # pip's own noise about this machine's extra find-links folders is not ours to show.
 PIP_QUIET := 2> >(grep -v "^WARNING: Location" >&2)
 
-.PHONY: help setup demo demo-distributed down down-distributed test test-fast lint bench bench-scale screenshots clean
+.PHONY: help setup demo demo-distributed down down-distributed test test-fast lint bench bench-scale bench-tablediff bench-large screenshots clean
 
 help:
 	@echo "make demo   run the demo migration end to end on local stand-ins (no cloud account)"
@@ -20,6 +20,7 @@ help:
 	@echo "make demo-distributed   the same two workloads on CeleryExecutor (Redis, PostgreSQL, FAB, 2 workers); make down-distributed"
 	@echo "make lint   ruff, mypy and the import-layer contracts;  make bench   run the benchmarks in bench/"
 	@echo "make bench-scale   object cutover at 1k and 10k objects, ~15 min (SCALE_ARGS=--large: also 100k)"
+	@echo "make bench-tablediff   table diff at 1M rows;  make bench-large   the same at 10M rows (~15 min)"
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,9 +62,10 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 # Includes tests/distributed (marker `distributed`): they start scripts/celery_stack.py once
-# per session and need the machine's PostgreSQL and Redis.
+# per session and need the machine's PostgreSQL and Redis. scripts/run_tests.py runs them
+# beside the other tiers, in a second pytest process (why: its docstring).
 test: setup lint
-	$(PY) -m pytest
+	$(PY) scripts/run_tests.py
 
 test-fast: setup
 	$(PY) -m pytest -m unit
@@ -77,6 +79,14 @@ bench: setup
 
 bench-scale: setup
 	$(PY) bench/scale.py $(SCALE_ARGS)
+
+# Table diff against count(*) and a naive diff (docs/benchmarks.md#table-diff-benchtablediffpy):
+# 1M rows, a few minutes; bench-large: 10M rows (~1.3 GB per side, ~15 min), not CI.
+bench-tablediff: setup
+	$(PY) bench/tablediff.py $(TABLEDIFF_ARGS)
+
+bench-large: setup
+	$(PY) bench/tablediff.py --large $(TABLEDIFF_ARGS)
 
 clean: down
 	rm -rf .bascule

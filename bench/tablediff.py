@@ -7,35 +7,49 @@ with one deterministic ``generate_series`` INSERT (a hospital-stay row: bigint k
 int, date, text, numeric(12,2), nullable text, timestamptz; about 100 MB), then
 ``VACUUM ANALYZE``. Every query is run once to warm the caches before timing.
 
-Timed, interleaved, median of ``--repeats``:
+Timed in pairs, ``--repeats`` times, each pair in alternating order (so neither
+always runs first on a warm or a cold moment of this shared machine):
 
-- ``count seq``   -- ``count(*)`` on the source, then on the target (the sum);
-- ``count conc``  -- both ``count(*)`` at once, one thread per connection;
-- ``bascule``     -- ``bascule.postgres.tablediff.diff_table`` on the equal tables;
-- ``naive``       -- fetch every row of both sides ordered by key through server-side
-  cursors (REPEATABLE READ, 20,000 rows a round trip) and merge-compare in Python
-  (fewer repeats: it is slow).
+- ``count conc``  -- both ``count(*)`` at once, one thread per connection (the
+  target's yardstick: the two sides' cheapest full read, in parallel like the diff);
+- ``bascule``     -- ``bascule.postgres.tablediff.diff_table`` on the equal tables
+  (the whole-table fingerprints, one parallel aggregate per side, settle it);
+
+the ratio of each pair is taken and the median of those ratios reported (paired
+medians: both numbers of a pair saw the same load). ``count seq`` (source, then
+target) is timed too, for the record. ``naive`` -- fetch every row of both sides
+ordered by key through server-side cursors (REPEATABLE READ, 20,000 rows a round
+trip) and merge-compare in Python -- is timed fewer times (it is slow), each run
+paired with a diff run next to it.
 
 Then 10 seeded differences are written to the target (changed, deleted and inserted
-rows, the minimum and maximum keys among them) and ``diff_table`` is timed again;
-its answer must be exactly those 10 keys with their kinds.
+rows, the minimum and maximum keys among them) and ``diff_table`` is timed again,
+paired with the equal-table time of the same repetition on the untouched source
+(both sides' copies): its answer must be exactly those 10 keys with their kinds; the
+extra time over an equal diff is reported.
 
-Targets: equal diff <= 2x the two sequential count(*)s; >= 10x faster than naive;
-all 10 differences found.
+Targets (PASS/MISS printed for each): equal diff <= 2x the two concurrent
+count(*)s; >= 10x faster than naive; all 10 differences found, nothing else; the
+client's peak memory does not grow with the rows (compare a 1M and a 10M run).
 
-``one side alone``: the diff's top-level checksum query (captured from a diff run)
-timed on the source while the target is idle, next to one ``count(*)`` there: the
-ratio when the two databases have their own servers, as in production.
+``one side alone``: the diff's fingerprint query (captured from a diff run) timed on
+the source while the target is idle, next to one ``count(*)`` there: the ratio when
+the two databases have their own servers, as in production; and its plan (it must
+be a Parallel Seq Scan under a Partial Aggregate, as count(*)'s is).
 
-``--sweep`` also times the equal diff over segment counts and with parallel query
-off (``max_parallel_workers_per_gather=0``), the tuning knobs.
+``--sweep`` also times the equal diff with parallel query off
+(``max_parallel_workers_per_gather=0``) on both sides, next to count(*) likewise.
 
 Both clusters share this machine's cores: a diff runs both sides at once, so on a
-2-core machine each side has about one core, while a lone count(*) has both.
+2-core machine each side has about one core, and so do the concurrent counts.
+``/proc/loadavg`` is printed at the start and the end: other work on the machine
+moves the figures; the ratios of pairs are what to compare.
 
 Exit status: 0 whatever the figures; 1 if a Bascule diff was wrong.
 
-Run: ``.venv/bin/python bench/tablediff.py [--rows N] [--repeats N] [--sweep]``
+Run: ``.venv/bin/python bench/tablediff.py [--rows N | --large] [--repeats N] [--sweep]``
+(``make bench-tablediff``; ``make bench-large`` is ``--large``: 10,000,000 rows,
+about 1.3 GB per side, ~15 min here; not CI).
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -59,6 +74,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 import psycopg2  # noqa: E402
+from psycopg2 import sql  # noqa: E402
 
 import devstack  # noqa: E402
 import pgclusters  # noqa: E402
@@ -71,6 +87,7 @@ COLUMNS = ["id", "patient_id", "admitted", "code", "amount", "note", "updated_at
 SPEC = TableSpec("public", "stays", ["id"], COLUMNS)
 TARGET_VS_COUNT = 2.0
 TARGET_VS_NAIVE = 10.0
+LARGE_ROWS = 10_000_000
 
 CREATE = """
 CREATE TABLE stays (
@@ -200,6 +217,7 @@ class Bench:
         source, target = connect(source_cluster), connect(target_cluster)
         pool = ThreadPoolExecutor(2)
         samples: dict[str, list[float]] = {"count_seq": [], "count_conc": [], "bascule": [], "naive": []}
+        pairs: dict[str, list[float]] = {"vs_count": [], "naive_vs": []}
         diffs: list[TableDiff] = []
 
         def count_seq() -> int:
@@ -208,9 +226,6 @@ class Bench:
         def count_conc() -> int:
             return sum(pool.map(count_rows, (source, target)))
 
-        def bascule() -> TableDiff:
-            return diff_table(source, target, SPEC)
-
         def naive() -> int:
             with (
                 closing(connect(source_cluster, autocommit=False)) as s,
@@ -218,85 +233,100 @@ class Bench:
             ):
                 return naive_diff(s, t)
 
-        for work in (count_seq, count_conc, bascule):  # warm caches and plans
+        def bascule() -> float:
+            seconds, diff = self.timed(lambda: diff_table(source, target, SPEC))
+            diffs.append(diff)
+            if not diff.equal or diff.source_rows != self.rows:
+                print(f"  WRONG: equal tables, Bascule says: {diff.summary()}")
+                self.wrong = True
+            samples["bascule"].append(seconds)
+            return seconds
+
+        def other(name: str, work: Callable[[], int], expected: int) -> float:
+            seconds, result = self.timed(work)
+            if result != expected:
+                print(f"  WRONG: {name} gave {result}, expected {expected}")
+            samples[name].append(seconds)
+            return seconds
+
+        for work in (count_seq, count_conc, lambda: diff_table(source, target, SPEC)):  # warm caches and plans
             work()
-        naive_repeats = max(1, min(2, self.repeats))
+        naive_repeats = max(1, min(2 if self.rows < LARGE_ROWS else 1, self.repeats))
         for repeat in range(self.repeats):
-            order = [("count_seq", count_seq), ("count_conc", count_conc), ("bascule", bascule)]
+            if repeat % 2 == 0:
+                counts, diff = other("count_conc", count_conc, 2 * self.rows), bascule()
+            else:
+                diff, counts = bascule(), other("count_conc", count_conc, 2 * self.rows)
+            pairs["vs_count"].append(diff / counts)
+            other("count_seq", count_seq, 2 * self.rows)
             if repeat < naive_repeats:
-                order.append(("naive", naive))
-            order = order[repeat % len(order) :] + order[: repeat % len(order)]  # rotate: nobody always first
-            for name, work in order:
-                seconds, result = self.timed(work)
-                samples[name].append(seconds)
-                if name == "bascule":
-                    diffs.append(result)
-                    if not result.equal or result.source_rows != self.rows:
-                        print(f"  WRONG: equal tables, Bascule says: {result.summary()}")
-                        self.wrong = True
-                elif name == "naive" and result != 0:
-                    print(f"  WRONG: equal tables, naive diff found {result} differing keys")
-                elif name.startswith("count") and result != 2 * self.rows:
-                    print(f"  WRONG: count(*) total {result}")
+                slow = other("naive", naive, 0)
+                pairs["naive_vs"].append(slow / bascule())
+            print(f"  repeat {repeat + 1}: diff {diff * 1000:.0f} ms, counts {counts * 1000:.0f} ms", flush=True)
         out: dict[str, Any] = {name: median_ms(values) for name, values in samples.items()}
         out["runs"] = samples
-        out["segments"] = diffs[-1].segments
-        out["one_side"] = self.one_side(source, target)
+        out["pairs"] = {name: statistics.median(values) for name, values in pairs.items()}
+        out["pair_runs"] = pairs
+        out["method"] = diffs[-1].method
+        out["one_side"] = self.one_side(source)
         if sweep:
-            out["sweep"] = self.sweep(source, target)
+            out["sweep"] = self.sweep()
         pool.shutdown()
         source.close()
         target.close()
         return out
 
-    def one_side(self, source: Any, target: Any) -> tuple[float, float]:
-        """Median ms of the source's checksum query alone, and of count(*) alone there."""
+    def one_side(self, source: Any) -> tuple[float, float, str]:
+        """Median ms of the source's fingerprint query alone and of count(*) alone there; its plan."""
         captured: list[Any] = []
         original = Session.query
 
         def capture(session: Any, statement: Any, params: Any = None, *, fetch: bool = True) -> Any:
-            if session.side == "source" and "GROUP BY" in str(statement) and not captured:
+            text = session.render(statement) if isinstance(statement, sql.Composable) else statement
+            if session.side == "source" and "count(*)" in text and not captured:
                 captured.append(statement)
             return original(session, statement, params, fetch=fetch)
 
-        Session.query = capture  # type: ignore[method-assign]  # bench instrumentation only
-        try:
-            diff_table(source, target, SPEC)
-        finally:
-            Session.query = original  # type: ignore[method-assign]
+        target_cluster = self.clusters()[1]
+        with closing(connect(target_cluster)) as target:
+            Session.query = capture  # type: ignore[method-assign,assignment]  # bench instrumentation only
+            try:
+                diff_table(source, target, SPEC)
+            finally:
+                Session.query = original  # type: ignore[method-assign]
         session = Session(source, "source", SPEC.qualified_name)
         session.begin()  # the diff's own transaction and settings
         try:
             checksum = [self.timed(lambda: session.query(captured[0]))[0] for _ in range(self.repeats + 1)][1:]
+            plan = [r[0] for r in session.query(sql.SQL("EXPLAIN ") + captured[0])]
         finally:
             session.end()
         count = [self.timed(lambda: count_rows(source))[0] for _ in range(self.repeats + 1)][1:]
-        return median_ms(checksum), median_ms(count)
+        nodes = [n for n in ("Partial Aggregate", "Parallel Seq Scan") if any(n in line for line in plan)]
+        workers = next((line.strip() for line in plan if "Workers Planned" in line), "no workers")
+        return median_ms(checksum), median_ms(count), f"{' + '.join(nodes) or 'NOT PARALLEL'}, {workers}"
 
-    def sweep(self, source: Any, target: Any) -> list[tuple[str, float]]:
+    def sweep(self) -> list[tuple[str, float, float]]:
+        """Equal diff and concurrent counts with parallel query off on both sides (medians, ms)."""
         source_cluster, target_cluster = self.clusters()
-        serial = (connect(source_cluster, parallel=False), connect(target_cluster, parallel=False))
-        results = []
-        variants: list[tuple[str, tuple[Any, Any], int | None]] = [
-            ("parallel on, adaptive segments", (source, target), None),
-            ("parallel on, 256 segments", (source, target), 256),
-            ("parallel on, 16384 segments", (source, target), 16384),
-            ("parallel off, adaptive segments", serial, None),
-            ("parallel off, 256 segments", serial, 256),
-        ]
-        for label, (s, t), segments in variants:
-            diff_table(s, t, SPEC, segments=segments)  # warm
-            times = [
-                self.timed(lambda s=s, t=t, n=segments: diff_table(s, t, SPEC, segments=n))[0]
-                for _ in range(self.repeats)
-            ]
-            results.append((label, median_ms(times)))
-            print(f"  sweep: {label:34s} {median_ms(times):7.0f} ms", flush=True)
-        for conn in serial:
-            conn.close()
-        return results
+        s, t = connect(source_cluster, parallel=False), connect(target_cluster, parallel=False)
+        with ThreadPoolExecutor(2) as pool:
 
-    def run_damaged(self) -> dict[str, Any]:
+            def counts() -> Any:
+                return list(pool.map(count_rows, (s, t)))
+
+            diff_table(s, t, SPEC)  # warm
+            diff_times, count_times = [], []
+            for _ in range(self.repeats):
+                diff_times.append(self.timed(lambda: diff_table(s, t, SPEC))[0])
+                count_times.append(self.timed(counts)[0])
+        s.close()
+        t.close()
+        result = [("parallel off", median_ms(diff_times), median_ms(count_times))]
+        print(f"  sweep: parallel off: diff {result[0][1]:.0f} ms, counts {result[0][2]:.0f} ms", flush=True)
+        return result
+
+    def run_damaged(self, equal_ms: float) -> dict[str, Any]:
         source_cluster, target_cluster = self.clusters()
         source, target = connect(source_cluster), connect(target_cluster)
         expected = damage(target, self.rows)
@@ -317,6 +347,7 @@ class Bench:
         target.close()
         return {
             "bascule": median_ms(times),
+            "extra": median_ms(times) - equal_ms,
             "runs": times,
             "diff": diff,
             "correct": correct,
@@ -324,66 +355,82 @@ class Bench:
         }
 
 
-def report(equal: dict[str, Any], damaged: dict[str, Any], rows: int, repeats: int) -> None:
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(equal: dict[str, Any], damaged: dict[str, Any], rows: int, repeats: int, rss: tuple[float, float]) -> None:
     def runs(values: list[float]) -> str:
         return ", ".join(f"{v * 1000:.0f}" for v in values)
 
-    vs_count = equal["bascule"] / equal["count_seq"]
-    vs_count_conc = equal["bascule"] / equal["count_conc"]
-    vs_naive = equal["naive"] / equal["bascule"]
+    vs_count, naive_vs = equal["pairs"]["vs_count"], equal["pairs"]["naive_vs"]
     print()
-    print(f"Equal tables, {rows:,} rows each (median of {repeats}; naive: of {len(equal['runs']['naive'])})")
+    print(f"Equal tables, {rows:,} rows each ({repeats} pairs; naive: {len(equal['runs']['naive'])})")
     print()
-    print("| method | ms | x count(*) seq | runs (ms) |")
-    print("|---|---|---|---|")
+    print("| method | median ms | runs (ms) |")
+    print("|---|---|---|")
     for name, label in (
-        ("count_seq", "count(*) source + target, sequential"),
         ("count_conc", "count(*) both at once"),
-        ("bascule", f"**Bascule diff** ({equal['segments']} segments)"),
+        ("count_seq", "count(*) source, then target"),
+        ("bascule", f"**Bascule diff** ({equal['method']})"),
         ("naive", "naive fetch-and-compare"),
     ):
-        print(f"| {label} | {equal[name]:.0f} | {equal[name] / equal['count_seq']:.2f} | {runs(equal['runs'][name])} |")
-    checksum_ms, count_ms = equal["one_side"]
-    print()
+        print(f"| {label} | {equal[name]:.0f} | {runs(equal['runs'][name])} |")
+    ratios = ", ".join(f"{r:.2f}" for r in equal["pair_runs"]["vs_count"])
+    print(f"\nPaired ratios diff / concurrent counts: {ratios} (median {vs_count:.2f}x)")
+    checksum_ms, count_ms, plan = equal["one_side"]
     print(
-        f"One side alone (source; target idle): checksum query {checksum_ms:.0f} ms, count(*) {count_ms:.0f} ms:"
-        f" {checksum_ms / count_ms:.2f}x one count(*), {checksum_ms / (2 * count_ms):.2f}x two"
+        f"One side alone (source; target idle): fingerprint query {checksum_ms:.0f} ms, count(*) {count_ms:.0f} ms:"
+        f" {checksum_ms / count_ms:.2f}x one count(*); plan: {plan}"
     )
+    for label, diff_ms, count_ms in equal.get("sweep", []):
+        print(f"Sweep, {label}: diff {diff_ms:.0f} ms, concurrent counts {count_ms:.0f} ms: {diff_ms / count_ms:.2f}x")
     print()
     diff: TableDiff = damaged["diff"]
-    print(f"10 differences: {damaged['bascule']:.0f} ms (runs {runs(damaged['runs'])}), found {damaged['found']}/10")
+    print(
+        f"10 differences: {damaged['bascule']:.0f} ms (runs {runs(damaged['runs'])}), found {damaged['found']}/10,"
+        f" {damaged['extra']:+.0f} ms over the equal diff ({damaged['bascule'] / equal['bascule']:.2f}x)"
+    )
     print(f"  {diff.summary()}")
+    print(f"Client peak RSS: {rss[0]:.0f} MiB after the equal runs, {rss[1]:.0f} MiB after the damaged ones")
     print()
     verdict = {True: "PASS", False: "MISS"}
     print("| target | measured | verdict |")
     print("|---|---|---|")
     print(
-        f"| equal diff <= {TARGET_VS_COUNT:.0f}x the two count(*)s | {vs_count:.2f}x (vs concurrent counts {vs_count_conc:.2f}x) | {verdict[vs_count <= TARGET_VS_COUNT]} |"
+        f"| equal diff <= {TARGET_VS_COUNT:.0f}x two count(*) in parallel | {vs_count:.2f}x (paired median)"
+        f" | {verdict[vs_count <= TARGET_VS_COUNT]} |"
     )
-    print(f"| >= {TARGET_VS_NAIVE:.0f}x faster than naive | {vs_naive:.1f}x | {verdict[vs_naive >= TARGET_VS_NAIVE]} |")
+    print(f"| >= {TARGET_VS_NAIVE:.0f}x faster than naive | {naive_vs:.1f}x | {verdict[naive_vs >= TARGET_VS_NAIVE]} |")
     print(
-        f"| all 10 differences found, nothing else | {damaged['found']}/10, exact: {damaged['correct']} | {verdict[damaged['correct']]} |"
+        f"| all 10 differences found, nothing else | {damaged['found']}/10, exact: {damaged['correct']},"
+        f" {damaged['extra']:+.0f} ms | {verdict[damaged['correct']]} |"
     )
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--large", action="store_true", help=f"{LARGE_ROWS:,} rows (make bench-large; not CI)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--sweep", action="store_true", help="also time segment counts and parallel query off")
+    parser.add_argument("--sweep", action="store_true", help="also time the diff and counts with parallel query off")
     args = parser.parse_args()
+    rows = LARGE_ROWS if args.large else args.rows
     workdir = Path(tempfile.mkdtemp(prefix="bascule-bench-tablediff-"))
-    bench = Bench(workdir, args.rows, args.repeats)
-    print(
-        f"tablediff bench: {args.rows:,} rows, {args.repeats} repeats, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
-    )
+    bench = Bench(workdir, rows, args.repeats)
+    print(f"tablediff bench: {rows:,} rows, {args.repeats} repeats, {os.cpu_count()} cores, loadavg {loadavg()}")
     try:
         bench.start()
         bench.load()
         equal = bench.run_equal(args.sweep)
-        damaged = bench.run_damaged()
-        report(equal, damaged, args.rows, args.repeats)
-        print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        rss_equal = peak_rss_mib()
+        damaged = bench.run_damaged(equal["bascule"])
+        report(equal, damaged, rows, args.repeats, (rss_equal, peak_rss_mib()))
+        print(f"\nloadavg at the end: {loadavg()}")
     finally:
         bench.stop()
         shutil.rmtree(workdir, ignore_errors=True)

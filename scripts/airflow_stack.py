@@ -123,8 +123,18 @@ class Api:
         except urllib.error.HTTPError as exc:
             raise ApiError(method, path, exc.code, exc.read().decode(errors="replace")) from None
 
-    def get(self, path: str) -> Any:
-        return self._call("GET", path)
+    def get(self, path: str, *, attempts: int = 4) -> Any:
+        """A read, retried when the API server is too busy to answer in time (seen at load 12 on 2 cores).
+
+        Only reads: they change nothing, so asking again is safe; a write is never repeated.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._call("GET", path)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if attempt == attempts or not _timed_out(exc):
+                    raise
+                time.sleep(5)
 
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)
@@ -193,6 +203,60 @@ class Api:
                 raise TimeoutError(f"{dag_id} {run_id}: {task} still holds an earlier response")
             time.sleep(1)
 
+    # -- the Migrations page, as its script drives it (plugins/bascule_airflow/control_room/static/page.js) --
+
+    def control_room_workload(self, workload_id: str, run_id: str | None = None) -> dict[str, Any]:
+        """What the page's workload view shows this user (its JSON route, under the same checks)."""
+        query = f"?run={_q(run_id)}" if run_id else ""
+        return dict(self.get(f"/bascule/api/workloads/{workload_id}{query}")["workload"])
+
+    def _gate_summary(self, workload_id: str, run_id: str) -> str | None:
+        return ((self.control_room_workload(workload_id, run_id).get("run") or {}).get("gate") or {}).get("summary")
+
+    def answer_from_control_room(self, workload_id: str, run_id: str, option: str = "Approve", reason: str = "",
+                                 *, timeout: float = 180) -> tuple[str, str]:  # fmt: skip
+        """Press the page's Approve (or Reject) button: the quorum the page showed before, and after.
+
+        As the page: only when it shows this user the button (the gate is open, the user may
+        answer and is still awaited), then the same request to Airflow's own HITL endpoint,
+        then the page's view until the gate has re-evaluated.
+        """
+        workload = self.control_room_workload(workload_id, run_id)
+        gate = (workload.get("run") or {}).get("gate") or {}
+        if not (gate.get("open") and workload.get("can_respond") and self.user in (gate.get("waiting_for") or [])):
+            raise RuntimeError(
+                f"the Migrations page shows {self.user} no {option} button for {workload_id} run {run_id}: "
+                f"gate {gate.get('summary')!r}, open={gate.get('open')}, may respond={workload.get('can_respond')}, "
+                f"waiting for {gate.get('waiting_for')}. Runbook: docs/runbooks.md#approve_cutover"
+            )
+        before = str(gate["summary"])
+        self.respond(workload["dag_id"], run_id, "approve_cutover", option, reason)
+        deadline = time.monotonic() + timeout
+        while (after := self._gate_summary(workload_id, run_id)) in (before, None):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{workload_id}: the gate still shows {before!r} {timeout:.0f} s after {option}")
+            time.sleep(2)
+        return before, str(after)
+
+    def required_action(self, dag_id: str, run_id: str, task_id: str = "approve_cutover") -> dict[str, Any]:
+        """A run's HITL request as Airflow's Required Actions page lists it (``GET .../hitlDetails``)."""
+        answer = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/hitlDetails?task_id={_q(task_id)}")
+        (detail,) = [d for d in answer["hitl_details"] if d["task_instance"]["task_id"] == task_id]
+        return dict(detail)
+
+    def wait_for_required_action(self, dag_id: str, run_id: str, text: str, *, task_id: str = "approve_cutover",
+                                 timeout: float = 60) -> dict[str, Any]:  # fmt: skip
+        """The request once its body contains ``text``, or as it is after ``timeout`` (the caller judges).
+
+        The gate publishes its quorum for the control room a moment before it re-asks with the new body.
+        """
+        deadline = time.monotonic() + timeout
+        while text not in ((detail := self.required_action(dag_id, run_id, task_id)).get("body") or ""):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        return detail
+
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> Any:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/-1/hitlDetails")
 
@@ -258,6 +322,10 @@ def api_healthy(url: str, parts: tuple[str, ...]) -> bool:
     except (OSError, ValueError):
         return False
     return all(body.get(part, {}).get("status") == "healthy" for part in parts)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
 
 
 def _q(value: str) -> str:

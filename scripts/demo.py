@@ -6,7 +6,9 @@ synthetic health registry database into the source cluster; starts Airflow
 (``airflow standalone``: SQLite, LocalExecutor, UI on 127.0.0.1); triggers
 ``migrate_snds_extracts`` and ``migrate_hdh_registry`` as the ``operator`` user
 through the REST API while an application keeps writing to the registry; waits for
-the approval gates, approves as ``approver1`` (a different person), waits for the
+the approval gates, where ``approver1`` then ``approver2`` (other people) approve as on the
+Migrations page (its JSON, then Airflow's HITL endpoint, as the page's button does: no
+browser), printing the quorum the page shows before and after each; waits for the
 cutovers, and prints what happened and where the evidence is. An application also
 keeps writing objects to the source container through a SAS bound to its stored access
 policy (``app-writers``, created here as the platform's ops would): the object cutover's
@@ -22,6 +24,7 @@ import shutil
 import sys
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import devstack
 import pgclusters
@@ -156,15 +159,26 @@ def report_consumer(operator: Api, timeout: float = 180) -> bool:
     return seen["live"] == "scaleway"
 
 
-def approve_and_finish(airflow: AirflowStack, operator: Api, dag_id: str, run_id: str) -> str:
-    """Two approvers sign off, one after the other; neither is the operator who triggered the run."""
+def approve_and_finish(airflow: AirflowStack, operator: Api, workload_id: str, run_id: str) -> str:
+    """Two approvers sign off from the Migrations page, one after the other; neither triggered the run."""
+    dag_id = f"migrate_{workload_id}"
+    print(
+        f"{dag_id}: approvers answer on the Migrations page, {airflow.url}/plugin/migrations "
+        f"(this run: {airflow.url}/bascule/workloads/{workload_id}?run={quote(run_id, safe='')})"
+    )
     for approver_name in ("approver1", "approver2"):
         if operator.reach_gate(dag_id, run_id, timeout=1800) != "awaiting_input":
             return operator.run_state(dag_id, run_id)
-        print(f"{dag_id}: the approval gate is waiting (quorum of 2). Approving as '{approver_name}'...")
-        airflow.api(approver_name).respond(
-            dag_id, run_id, "approve_cutover", "Approve", f"demo: evidence reviewed by {approver_name}"
+        approver = airflow.api(approver_name)
+        # What the page's Approve button does (its JSON, then Airflow's own HITL endpoint), no browser needed.
+        before, after = approver.answer_from_control_room(
+            workload_id, run_id, "Approve", f"demo: evidence reviewed by {approver_name}"
         )
+        print(f"{dag_id}: the Migrations page showed '{before}'; '{approver_name}' pressed Approve; now '{after}'")
+        if "waiting for" in after:
+            # Airflow's own Required Actions page reads the same request body: the gate rewrote it.
+            body = approver.wait_for_required_action(dag_id, run_id, after).get("body") or "(no body)"
+            print(f"{dag_id}: Airflow's Required Actions shows the gate as: {body.splitlines()[0]}")
     return operator.wait_for(dag_id, run_id, timeout=1800)
 
 
@@ -206,10 +220,10 @@ def up() -> int:
     runs = {DEMO_DAG: trigger(operator, DEMO_DAG), PG_DAG: trigger(operator, PG_DAG)}
     try:
         try:
-            states = {PG_DAG: approve_and_finish(airflow, operator, PG_DAG, runs[PG_DAG])}
+            states = {PG_DAG: approve_and_finish(airflow, operator, PG_WORKLOAD, runs[PG_DAG])}
         finally:
             writer.stop()
-        states[DEMO_DAG] = approve_and_finish(airflow, operator, DEMO_DAG, runs[DEMO_DAG])
+        states[DEMO_DAG] = approve_and_finish(airflow, operator, DEMO_WORKLOAD, runs[DEMO_DAG])
     finally:
         blobs.stop()  # after the object cutover: its last writes were refused by the freeze
 

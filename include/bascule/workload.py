@@ -78,10 +78,12 @@ class TargetEncryption(_Strict):
 
     ``sse_c``: the server encrypts with a customer key sent on every request; the key is
     the password (base64 of 32 bytes) of the Airflow connection ``key_conn_id``, never
-    a manifest field.
+    a manifest field. ``client_side``: Bascule encrypts every object before upload
+    (AES-256-GCM frames, a data key per object wrapped with the key-encryption key held
+    the same way in ``key_conn_id``; docs/security.md#client-side-encryption).
     """
 
-    method: Literal["sse_c"]
+    method: Literal["sse_c", "client_side"]
     key_conn_id: ConnId
 
 

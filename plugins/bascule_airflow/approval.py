@@ -172,8 +172,9 @@ class CutoverApprovalOperator(HITLOperator):
                 raise AirflowFailException(
                     f"deadline reached without quorum ({state.describe()}). Runbook: {RUNBOOK}#approve_cutover"
                 )
-        # Publishes the new quorum record ("1 of 2 ...") the control room shows; Airflow keeps the
-        # request's first body on this upsert, so Required Actions still shows the opening state.
+        # Publishes the new quorum record ("1 of 2 ...") the control room shows, and re-asks with the
+        # new body. Airflow 3.3's upsert keeps a request's first body; the control room plugin's
+        # middleware (control_room/gate_body.py) writes this one, so Required Actions reads it too.
         eligible = [a for a in rules.approvers if a != triggered_by]
         self.body = self._body(context, digest, state, eligible, gate.get("deadline"))
         upsert_hitl_detail(

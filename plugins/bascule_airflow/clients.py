@@ -26,43 +26,64 @@ def blob_container(conn_id: str, container: str) -> Any:
 
 
 def sse_c_key(conn_id: str) -> Any:
-    """The SSE-C key held (base64) in the password of connection ``conn_id``, masked in task logs.
+    """The SSE-C key held (base64) in the password of connection ``conn_id``, masked in task logs."""
+    from bascule.storage.encryption import SseCKey
+
+    return workload_key(conn_id, SseCKey)
+
+
+def client_side_key(conn_id: str) -> Any:
+    """The client-side key-encryption key held (base64) in the password of connection ``conn_id``, masked."""
+    from bascule.storage.client_side import ClientSideKey
+
+    return workload_key(conn_id, ClientSideKey)
+
+
+def workload_key(conn_id: str, key_class: Any) -> Any:
+    """A workload key (``key_class``: SseCKey or ClientSideKey) from the password of connection ``conn_id``.
 
     Refuses (EncryptionKeyError, naming the connection) before any request is made when
-    the connection is missing, empty, not base64 or not 32 bytes. Only the fingerprint
-    may leave this function in a log line, an XCom or the evidence.
+    the connection is missing, empty, not base64 or not 32 bytes. The password is
+    registered with Airflow's masker first. Only the fingerprint may leave this
+    function in a log line, an XCom or the evidence.
     """
     from airflow.sdk import BaseHook
     from airflow.sdk.log import mask_secret
 
-    from bascule.storage.encryption import RUNBOOK, EncryptionKeyError, SseCKey
+    from bascule.storage.encryption import EncryptionKeyError
 
     try:
         connection = BaseHook.get_connection(conn_id)
     except Exception as exc:  # AirflowNotFoundException and its kin: the message says which id
         raise EncryptionKeyError(
-            f"Airflow connection '{conn_id}' (target.encryption.key_conn_id) holding the SSE-C key could not be "
-            f"read ({type(exc).__name__}); create it with the key as its password. Nothing was written ({RUNBOOK})"
+            f"Airflow connection '{conn_id}' (target.encryption.key_conn_id) holding the {key_class.purpose} could "
+            f"not be read ({type(exc).__name__}); create it with the key as its password. Nothing was written "
+            f"({key_class.runbook})"
         ) from None
     password = connection.password or ""
     if password:
         mask_secret(password)  # the task log shows *** if anything ever prints it
-    return SseCKey.from_base64(password, conn_id)
+    return key_class.from_base64(password, conn_id)
 
 
 def target_bucket(workload: Any, bucket: str | None = None, *, concurrency: int = 8) -> Any:
-    """An object workload's target bucket, with its SSE-C key when the manifest asks for one."""
+    """An object workload's target bucket, with its SSE-C key or client-side KEK as the manifest asks."""
     encryption = workload.target.encryption
-    key = sse_c_key(encryption.key_conn_id) if encryption is not None and encryption.method == "sse_c" else None
-    return s3_bucket(workload.target.conn_id, bucket or workload.target.bucket, concurrency=concurrency, sse_c=key)
+    method = encryption.method if encryption is not None else None
+    sse_c = sse_c_key(encryption.key_conn_id) if method == "sse_c" else None
+    client_side = client_side_key(encryption.key_conn_id) if method == "client_side" else None
+    return s3_bucket(
+        workload.target.conn_id, bucket or workload.target.bucket, concurrency=concurrency, sse_c=sse_c,
+        client_side=client_side,
+    )  # fmt: skip
 
 
-def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8, sse_c: Any = None) -> Any:
+def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8, sse_c: Any = None, client_side: Any = None) -> Any:
     """The bucket through the connection, with a connection pool sized for ``concurrency`` threads.
 
     The connection's own ``config_kwargs`` win over Bascule's recommendations, so an
     operator can still tune a store that needs something else. ``sse_c``: the SseCKey
-    every object request then carries.
+    every object request then carries; ``client_side``: the ClientSideKey reads decrypt with.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from botocore.config import Config
@@ -74,7 +95,8 @@ def s3_bucket(conn_id: str, bucket: str, *, concurrency: int = 8, sse_c: Any = N
     config = Config(**recommended_s3_config(concurrency))
     if from_connection is not None:
         config = config.merge(from_connection)
-    return S3Bucket(S3Hook(aws_conn_id=conn_id, config=config).get_conn(), bucket, sse_c=sse_c)
+    client = S3Hook(aws_conn_id=conn_id, config=config).get_conn()
+    return S3Bucket(client, bucket, sse_c=sse_c, client_side=client_side)
 
 
 def container_client(conn_id: str, container: str) -> Any:

@@ -44,4 +44,7 @@ def publish_gate(
 
     # XCom survives the resume from awaiting_input (Airflow clears it only on a new try).
     context["ti"].xcom_push(key=GATE_XCOM_KEY, value=gate_record(state, eligible, digest, deadline))
-    return render_gate_body(description, state, eligible, evidence_summary(context, workload_id, digest))
+    from datetime import UTC, datetime
+
+    as_of = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return render_gate_body(description, state, eligible, evidence_summary(context, workload_id, digest), as_of)

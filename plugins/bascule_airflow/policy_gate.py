@@ -21,8 +21,8 @@ def deployment() -> Any:
 def enforce_object_target(workload: Any, bucket: Any) -> Any:
     """An object workload's data bucket: TLS, encryption, no lifecycle, not public, region; raises PolicyViolation.
 
-    It holds health data, so every object must be SSE-C: the bucket's key is checked, and
-    sampled objects must answer 400 to a HEAD without it.
+    It holds health data, so every object must be SSE-C (the bucket's key is checked, and
+    sampled objects must answer 400 to a HEAD without it) or client-side encrypted (the KEK).
     """
     key = bucket.sse_c.key if getattr(bucket, "sse_c", None) is not None else None
     return _enforce_bucket(
@@ -48,9 +48,10 @@ def enforce_evidence_bucket(workload: Any, bucket: Any) -> Any:
 def _enforce_bucket(bucket: Any, key: bytes | None, region: str, *, health_data: bool, sample_prefix: str | None) -> Any:
     from bascule.governance.object_policy import enforce_object_target_policy
 
+    kek = bucket.client_side.key if getattr(bucket, "client_side", None) is not None else None
     return enforce_object_target_policy(
         bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=key,
-        expected_region=region, health_data=health_data, sample_prefix=sample_prefix,
+        client_side_kek=kek, expected_region=region, health_data=health_data, sample_prefix=sample_prefix,
     )  # fmt: skip
 
 

@@ -72,6 +72,7 @@ def _object_store_report(workload_json: dict[str, Any], manifest_path: str, dry_
         dry_run=dry_run,
         deployment=policy_gate.deployment(),
         sse_customer_key=target.sse_c.key if target.sse_c is not None else None,
+        client_side_kek=target.client_side.key if target.client_side is not None else None,
     )
 
 

@@ -3,9 +3,10 @@
 One stack serves the module, with three manifests: ``cr_gate`` (an object workload run up
 to its approval gate, which needs 2 of approver1/approver2), ``cr_fail`` (its source
 container does not exist, so preflight fails) and one invalid file. approver1 approves
-``cr_gate`` through the REST API first, so the page must show "1 of 2"; approver2 then
-approves from the page. The permission tests call every route as anonymous, viewer,
-approver and operator and scan every answer for the connections' passwords.
+``cr_gate`` first through the page's own routes as ``make demo`` does (no browser), so the
+page and Airflow's Required Actions must show "1 of 2"; approver2 then approves from the
+page. The permission tests call every route as anonymous, viewer, approver and operator
+and scan every answer for the connections' passwords.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = yaml.safe_load((ROOT / "include" / "workloads" / "snds_extracts.yaml").read_text())
 CANARY = f"canary-{secrets.token_hex(8)}"
 ONE_OF_TWO = "1 of 2 approvals: approver1; waiting for one more of: approver2"
+NONE_OF_TWO = "0 of 2 approvals: none yet; waiting for two more of: approver1, approver2"
 
 
 def _manifest(workload: str) -> dict[str, Any]:
@@ -99,7 +101,10 @@ def runs(stack: AirflowStack) -> dict[str, str]:
     fail_run = operator.trigger("migrate_cr_fail", {"dry_run": False, "rollback": False})
     state = _patiently(operator.reach_gate, "migrate_cr_gate", gate_run)
     assert state == "awaiting_input", operator.failure_report("migrate_cr_gate", gate_run)
-    stack.api("approver1").respond("migrate_cr_gate", gate_run, "approve_cutover", "Approve", "first pair of eyes")
+    # What `make demo` does: the page's Approve button, pressed through the page's own routes (no browser).
+    approver1 = stack.api("approver1")
+    before, after = approver1.answer_from_control_room("cr_gate", gate_run, "Approve", "first pair of eyes")
+    assert (before, after) == (NONE_OF_TWO, ONE_OF_TWO)
     _patiently(_wait_for_summary, operator, ONE_OF_TWO)
     assert _patiently(operator.wait_for, "migrate_cr_fail", fail_run, timeout=300) == "failed"
     return {"gate": gate_run, "fail": fail_run}
@@ -197,11 +202,16 @@ def test_viewer_sees_but_cannot_act_approver_and_operator_can(stack: AirflowStac
 
 
 def test_gate_body_in_required_actions_shows_quorum_and_evidence(stack: AirflowStack, runs: dict[str, str]) -> None:
-    detail = stack.api("approver2").hitl_detail("migrate_cr_gate", runs["gate"], "approve_cutover")
-    body = detail["body"]
-    # Airflow 3.3.2 keeps the first body when the gate asks again: it shows the state at opening.
-    assert body.startswith("**Quorum: 0 of 2 approvals: none yet; waiting for two more of: approver1, approver2**")
-    assert "_(when this gate opened; the control room shows who has approved since ([live state](" in body
+    approver2 = stack.api("approver2")
+    # As Airflow's Required Actions page lists it: the body the gate re-asked with after approver1,
+    # not the opening one Airflow 3.3.2's upsert keeps (control_room/gate_body.py writes it).
+    listed = approver2.wait_for_required_action("migrate_cr_gate", runs["gate"], ONE_OF_TWO, timeout=30)
+    body = listed["body"]
+    assert body.startswith(f"**Quorum: {ONE_OF_TWO}**"), body[:200]
+    assert not listed["response_received"] and listed["task_instance"]["state"] == "awaiting_input"
+    assert approver2.hitl_detail("migrate_cr_gate", runs["gate"], "approve_cutover")["body"] == body
+    as_of = r"_\(as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; the control room shows it live \(\[live state\]\("
+    assert re.search(as_of, body), body[:400]
     assert re.search(r"\| evidence digest \| `[0-9a-f]{64}` \|", body)
     assert "| parity verdict | PASS |" in body and "| shadow-run verdict | PASS |" in body
     assert "/bascule/workloads/cr_gate?run=" in body

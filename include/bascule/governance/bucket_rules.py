@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from bascule.exceptions import StoreAccessError
-from bascule.governance.encryption_sample import check_sse_c_sample
+from bascule.governance.encryption_sample import check_client_side_sample, check_sse_c_sample
 from bascule.governance.policy import DOCS, CheckResult
 from bascule.storage.bucket_guard import missing_guards
 from bascule.storage.encryption import SSE_C_KEY_BYTES, key_fingerprint, key_problem
@@ -160,7 +160,12 @@ def default_encryption_algorithms(configuration: Mapping[str, Any]) -> list[str]
 
 
 def check_encryption_at_rest(
-    client: Any, bucket: str, *, sse_customer_key: bytes | None, health_data: bool = False
+    client: Any,
+    bucket: str,
+    *,
+    sse_customer_key: bytes | None,
+    health_data: bool = False,
+    client_side_kek: bytes | None = None,
 ) -> CheckResult:
     """``policy_encryption_at_rest``: SSE-C with the customer key, or (for a bucket that holds no
     health data, e.g. an evidence bucket) a readable bucket default encryption.
@@ -171,8 +176,15 @@ def check_encryption_at_rest(
     encryption method, so it does not satisfy the rule alone. The key comes from an
     Airflow connection (never the manifest); the writer sends it on every object request.
     The bucket's default encryption is read and recorded either way.
+
+    ``client_side_kek`` (method ``client_side``): objects are encrypted by Bascule before
+    upload, so the rule also requires the bucket default encryption Scaleway prescribes
+    with it (compliant deletion); that every object was sealed is checked at parity,
+    from each object's transfer record (:mod:`bascule.objects.parity`).
     """
     name = "policy_encryption_at_rest"
+    if client_side_kek is not None:
+        return _check_client_side(client, bucket, client_side_kek)
     unreadable: str | None = None
     problem = sse_customer_key_problem(sse_customer_key, bucket) if sse_customer_key is not None else None
     if problem is not None:
@@ -183,7 +195,8 @@ def check_encryption_at_rest(
             False,
             f"objects in bucket '{bucket}' would not be encrypted with SSE-C or client-side: Scaleway's HDS guidance "
             "requires one of them for every object (a bucket default encryption is its deletion mechanism, not "
-            "an encryption method). Fix: set target.encryption {method: sse_c, key_conn_id: <connection>} in the "
+            "an encryption method). Fix: set target.encryption {method: sse_c (or client_side), key_conn_id: "
+            "<connection>} in the "
             f"manifest ({DOCS})",
             {"sse_c": False, "method": None},
         )
@@ -218,6 +231,39 @@ def check_encryption_at_rest(
         f"bucket '{bucket}' has no default encryption and no SSE-C key was provided: health data would be "
         "stored unencrypted at rest. Fix: put a 32-byte SSE-C key in the Airflow connection for it "
         f"({DOCS}), or set a default encryption on the bucket (put-bucket-encryption)",
+        facts,
+    )
+
+
+def _check_client_side(client: Any, bucket: str, kek: bytes) -> CheckResult:
+    name = "policy_encryption_at_rest"
+    problem = key_problem(kek, f"bucket '{bucket}'", "client-side key-encryption key")
+    if problem is not None:
+        return CheckResult(name, False, problem, {"method": "client_side", "sse_c": False})
+    facts: dict[str, Any] = {"method": "client_side", "sse_c": False, "client_side_kek_md5": key_fingerprint(kek)}
+    try:
+        answer = read_bucket_setting(client, bucket, ENCRYPTION)
+    except SettingUnverifiable as exc:
+        return CheckResult(name, False, f"{exc}: client-side encryption needs it for compliant deletion ({DOCS})", facts)
+    algorithms = default_encryption_algorithms((answer or {}).get("ServerSideEncryptionConfiguration") or {})
+    facts["bucket_default_encryption"] = algorithms or None
+    if not algorithms:
+        return CheckResult(
+            name,
+            False,
+            f"bucket '{bucket}' has no default encryption: with client-side encryption Scaleway's HDS guidance "
+            "asks for PutBucketEncryption too (its compliant-deletion mechanism). Fix: aws s3api "
+            f"put-bucket-encryption --bucket {bucket} --server-side-encryption-configuration "
+            "'{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"AES256\"}}]}' "
+            f"({DOCS})",
+            facts,
+        )
+    return CheckResult(
+        name,
+        True,
+        f"objects in bucket '{bucket}' are encrypted client-side before upload (AES-256-GCM, a data key per object "
+        f"wrapped with the key-encryption key MD5 {facts['client_side_kek_md5']}); bucket default encryption "
+        f"{', '.join(algorithms)} for compliant deletion",
         facts,
     )
 
@@ -476,6 +522,7 @@ def evaluate_bucket_rules(
     sample_prefix: str | None = None,
     sample_size: int = 1000,
     health_data: bool = False,
+    client_side_kek: bytes | None = None,
 ) -> list[CheckResult]:
     """The rules about the bucket's own settings: encryption at rest, archive lifecycle, public
     access, and, with ``sample_prefix``, the storage classes of the first ``sample_size``
@@ -483,7 +530,7 @@ def evaluate_bucket_rules(
     SSE-C objects (:func:`bascule.governance.encryption_sample.check_sse_c_sample`)."""
     checks = [
         check_encryption_at_rest(
-            client, bucket, sse_customer_key=sse_customer_key, health_data=health_data
+            client, bucket, sse_customer_key=sse_customer_key, health_data=health_data, client_side_kek=client_side_kek
         ),
         check_no_lifecycle(client, bucket),
         check_not_public(client, bucket),
@@ -494,6 +541,8 @@ def evaluate_bucket_rules(
         checks.append(_sample_storage_classes(client, bucket, sample_prefix, sample_size))
     if sse_customer_key is not None and checks[0].ok:
         checks.append(check_sse_c_sample(client, bucket, sse_customer_key, prefix=sample_prefix or ""))
+    if client_side_kek is not None and checks[0].ok:
+        checks.append(check_client_side_sample(client, bucket, client_side_kek, prefix=sample_prefix or ""))
     return checks
 
 

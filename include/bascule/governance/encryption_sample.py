@@ -29,6 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bascule.exceptions import StoreAccessError
 from bascule.governance.policy import DOCS, CheckResult
+from bascule.storage.client_side import FORMAT, META_FORMAT, META_KEK
+from bascule.storage.client_side import RUNBOOK as CLIENT_SIDE_RUNBOOK
 from bascule.storage.encryption import SseCKey, key_fingerprint
 
 NAME = "policy_sse_c_sampled"
@@ -104,5 +106,59 @@ def check_sse_c_sample(
         True,
         f"{len(keys)} sampled object(s) in bucket '{bucket}': HEAD without the key answered 400 for each, "
         f"HEAD with the key (MD5 {fingerprint}) answered 200",
+        facts,
+    )
+
+
+CLIENT_SIDE_NAME = "policy_client_side_sampled"
+
+
+def check_client_side_sample(
+    client: Any, bucket: str, kek: bytes, *, prefix: str = "", size: int = DEFAULT_SAMPLE
+) -> CheckResult:
+    """Sample up to ``size`` objects under ``prefix``: each carries Bascule's client-side envelope under this KEK.
+
+    What a reader can tell from outside: the format and the KEK fingerprint in the
+    object's metadata (the data key itself is wrapped). An object without them is
+    stored in clear; one under another KEK cannot be read with the workload's connection.
+    """
+    fingerprint = key_fingerprint(kek)
+    try:
+        keys = _sample_keys(client, bucket, prefix, size)
+        unsealed, other_kek = [], []
+        for object_key in keys:
+            metadata = client.head_object(Bucket=bucket, Key=object_key).get("Metadata") or {}
+            if metadata.get(META_FORMAT) != FORMAT:
+                unsealed.append(object_key)
+            elif metadata.get(META_KEK) != fingerprint:
+                other_kek.append(f"{object_key} (KEK {metadata.get(META_KEK)})")
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreAccessError(
+            f"bucket '{bucket}': sampling objects for client-side encryption failed ({exc})", retryable=True
+        ) from None
+    facts = {
+        "sampled": len(keys), "not_client_side_encrypted": unsealed[:20], "under_another_kek": other_kek[:20],
+        "client_side_kek_md5": fingerprint, "prefix": prefix,
+    }  # fmt: skip
+    if not keys:
+        return CheckResult(
+            CLIENT_SIDE_NAME, True, f"bucket '{bucket}' holds no object under '{prefix}' yet: nothing to sample", facts
+        )
+    if unsealed or other_kek:
+        problems = [f"not client-side encrypted: {', '.join(unsealed[:5])}"] if unsealed else []
+        problems += [f"under another key-encryption key: {', '.join(other_kek[:5])}"] if other_kek else []
+        return CheckResult(
+            CLIENT_SIDE_NAME,
+            False,
+            f"bucket '{bucket}': sampled objects are not all client-side encrypted under the workload's "
+            f"key-encryption key (MD5 {fingerprint}): {'; '.join(problems)}. Re-copy them, or put the right key "
+            f"in the connection ({CLIENT_SIDE_RUNBOOK}; {DOCS})",
+            facts,
+        )
+    return CheckResult(
+        CLIENT_SIDE_NAME,
+        True,
+        f"{len(keys)} sampled object(s) in bucket '{bucket}' carry the {FORMAT} envelope under key-encryption key "
+        f"MD5 {fingerprint}",
         facts,
     )

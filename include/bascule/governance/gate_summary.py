@@ -51,17 +51,21 @@ def verdict(recorded: dict[str, Any] | None, key: str) -> str:
     return "PASS" if recorded[key] else "FAIL"
 
 
-def render_gate_body(description: str, state: GateState, eligible: list[str], evidence: EvidenceSummary) -> str:
-    """The gate's Markdown body: quorum state first (what the approver must know), then the evidence."""
+def render_gate_body(
+    description: str, state: GateState, eligible: list[str], evidence: EvidenceSummary, as_of: str = ""
+) -> str:
+    """The gate's Markdown body: quorum state first (what the approver must know), then the evidence.
+
+    The gate rewrites it after each response; ``as_of`` dates it, so a reader can tell its age
+    wherever Airflow keeps an older body (docs/security.md#approval-gates).
+    """
     report = f"[auditor report]({evidence.report_url})" if evidence.report_url else "written when the run completes"
     live = f" ([live state]({evidence.report_url}))" if evidence.report_url else ""
     return "\n".join(
         [
             f"**Quorum: {quorum_line(state, eligible)}**",
             "",
-            # Airflow 3.3.2 keeps a HITL request's first body when the gate asks again, so this
-            # line is the state when the gate opened; the control room shows it as it is now.
-            f"_(when this gate opened; the control room shows who has approved since{live})_",
+            f"_({'as of ' + as_of + '; ' if as_of else ''}the control room shows it live{live})_",
             "",
             "| evidence summary | |",
             "|---|---|",

@@ -75,6 +75,7 @@ class ObjectTargetRules(TypedDict, total=False):
 
     deployment: Required[Deployment]
     sse_customer_key: Required[bytes | None]
+    client_side_kek: bytes | None
     expected_region: str | None
     sample_prefix: str | None
     sample_size: int
@@ -92,6 +93,7 @@ def evaluate_object_target_policy(
     sample_prefix: str | None = None,
     sample_size: int = 1000,
     health_data: bool = False,
+    client_side_kek: bytes | None = None,
 ) -> list[CheckResult]:
     """Every object-store rule on one existing bucket, each with its verdict.
 
@@ -107,7 +109,7 @@ def evaluate_object_target_policy(
         checks.append(_check_region_of(client, bucket, expected_region))
     return checks + evaluate_bucket_rules(
         client, bucket, sse_customer_key=sse_customer_key, sample_prefix=sample_prefix, sample_size=sample_size,
-        health_data=health_data,
+        health_data=health_data, client_side_kek=client_side_kek,
     )  # fmt: skip
 
 

@@ -25,6 +25,10 @@ What one object's copy guarantees
   Content-Disposition and user metadata (see :func:`bascule.storage.s3.encode_metadata`
   for non-ASCII values); the source's Content-MD5 survives as ``md5chksum`` and is sent
   as the PUT's Content-MD5.
+- **Client-side encryption** (a target built with ``client_side``): everything above
+  holds for the plaintext; what is sent is sealed by :mod:`bascule.objects.body_codec`
+  (whole frames per part, a Content-MD5 of the ciphertext per PUT and part, the
+  envelope and the sealed MD5 in the metadata). Single PUTs are then always buffered.
 - **Idempotent.** A target object of the same size whose recorded source hash
   matches is skipped (see :func:`bascule.objects.provenance.already_copied`). Leftover multipart uploads of a
   crashed attempt on the same key are aborted before a new one starts.
@@ -54,14 +58,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bascule.exceptions import BasculeError, StoreAccessError
+from bascule.objects.body_codec import PlainBody, SealedBody, body_codec
 from bascule.objects.copy_config import CopyConfig
 from bascule.objects.copy_errors import IntegrityError
 from bascule.objects.copy_report import CopyOutcome, Status
 from bascule.objects.integrity import VerifyingStream, md5_digest
-from bascule.objects.parts import MAX_OBJECT_SIZE, MAX_SINGLE_PUT_SIZE, ObjectTooLarge, PartPlan, plan_parts
+from bascule.objects.parts import MAX_OBJECT_SIZE, MAX_SINGLE_PUT_SIZE, ObjectTooLarge, PartPlan
 from bascule.objects.provenance import already_copied, copied_in_this_snapshot, target_metadata
 from bascule.objects.retries import Attempts
 from bascule.storage.base import MD5_KEY, ObjectInfo
+from bascule.storage.client_side import CiphertextError
 from bascule.storage.s3 import UploadedPart
 
 if TYPE_CHECKING:
@@ -117,7 +123,7 @@ def copy_object(
         if obj.size > MAX_OBJECT_SIZE:
             raise ObjectTooLarge(obj.key, obj.size)
         if not target_absent:
-            existing = ctx.call(f"HEAD '{tkey}'", lambda: target.head(tkey))
+            existing = _existing(ctx, target, tkey)
             if existing is not None and already_copied(existing, obj):
                 log.debug("skipped %s: already at %s with the same hash", obj.key, tkey)
                 return outcome("skipped", existing.metadata.get(MD5_KEY) or obj.content_md5)
@@ -147,6 +153,8 @@ class _ObjectCopy:
     ctx: Attempts
     on_bytes: Callable[[int], None]
     expected: bytes | None = field(init=False)  # the source's Content-MD5, when it has one
+    # What is stored for the bytes read: themselves, or (client-side encryption) their sealed frames.
+    codec: PlainBody | SealedBody = field(init=False)
     stream_single: bool = field(init=False)
     plan: PartPlan = field(init=False)
     # True once a part was checked by its ETag rather than by a Content-MD5 the server verified.
@@ -155,18 +163,26 @@ class _ObjectCopy:
     def __post_init__(self) -> None:
         obj = self.obj
         self.expected = md5_digest(obj.content_md5, self.source.describe(), obj.key) if obj.content_md5 else None
-        self.stream_single = self.expected is not None and self.target.can_stream_uploads(with_content_md5=True)
+        self.codec = body_codec(self.target, obj.size)
+        # A sealed single PUT cannot stream: its Content-MD5 (of the ciphertext) is known only once sealed.
+        self.stream_single = (
+            self.expected is not None
+            and not self.codec.sealed
+            and self.target.can_stream_uploads(with_content_md5=True)
+        )
         # A single PUT holds the object in memory unless it can be streamed, and it can
         # be streamed only when its MD5 is known up front (it must be in the headers).
         threshold = self.cfg.multipart_threshold
         if not self.stream_single:
             threshold = min(threshold, self.cfg.preferred_part_size + 1)
-        self.plan = plan_parts(obj.size, self.cfg.preferred_part_size, threshold, key=obj.key)
+        self.plan = self.codec.plan(obj.size, self.cfg.preferred_part_size, threshold, obj.key)
 
     def run(self) -> tuple[str, str]:
         if self.plan.multipart:
             return self._multipart()
-        if self.obj.size <= self.cfg.preferred_part_size:
+        # A sealed single PUT is always buffered (its plan keeps it within one part): streaming
+        # it would send the plaintext, and its Content-MD5 is the ciphertext's.
+        if self.obj.size <= self.cfg.preferred_part_size or self.codec.sealed:
             return self._put_buffered(), ""
         return self._put_streamed(), ""
 
@@ -176,13 +192,15 @@ class _ObjectCopy:
         body = bytearray(self.obj.size)  # bytearray: botocore sends it as is (bytes get copied into a BytesIO)
         self._read_into(0, body)
         md5_b64 = self._check(hashlib.md5(body, usedforsecurity=False).digest())
+        stored = self.codec.seal(body, 0)
+        stored_md5 = md5_b64 if stored is body else _md5_b64(stored)
         self.ctx.call(
             f"PUT '{self.tkey}'",
             lambda: self.target.put_object(
                 self.tkey,
-                body,
-                content_length=len(body),
-                content_md5=md5_b64,
+                stored,
+                content_length=len(stored),
+                content_md5=stored_md5,
                 **self._object_fields(md5_b64),
             ),
         )
@@ -246,11 +264,12 @@ class _ObjectCopy:
         body = bytearray(length)
         self._read_into(offset, body)
         whole.update(body)
-        part_md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        stored = self.codec.seal(body, offset)
+        part_md5 = _md5_b64(stored)
         etag = self.ctx.call(
             f"UploadPart {number}/{self.plan.part_count} '{self.tkey}'",
             lambda: self.target.upload_part(
-                self.tkey, upload_id, number, body, content_length=length, content_md5=part_md5
+                self.tkey, upload_id, number, stored, content_length=len(stored), content_md5=part_md5
             ),
         )
         self.on_bytes(length)
@@ -266,12 +285,15 @@ class _ObjectCopy:
             self.etag_checked = True
 
         def attempt() -> tuple[str, Any]:
-            body = self._stream(offset, length, expected=part_md5, seed=whole)
+            # Sealed: part_md5 is the ciphertext's, which the server checks; the plaintext is hashed into `whole`.
+            plain = self._stream(offset, length, expected=None if self.codec.sealed else part_md5, seed=whole)
+            body = self.codec.wrap(plain, offset, length)
             content_md5 = base64.b64encode(part_md5).decode() if part_md5 is not None else None
+            stored_length = self.codec.stored_length(offset, length)
             etag = _send(
                 body,
                 lambda: self.target.upload_part(
-                    self.tkey, upload_id, number, body, content_length=length, content_md5=content_md5
+                    self.tkey, upload_id, number, body, content_length=stored_length, content_md5=content_md5
                 ),
             )
             if by_etag and etag.lower() != body.md5.hex():
@@ -282,13 +304,13 @@ class _ObjectCopy:
                     "not MD5s: set verify_part_etag=False to send a Content-MD5 instead)",
                     retryable=True,
                 )
-            return etag, body.outer
+            return etag, plain.outer
 
         return self.ctx.call(f"UploadPart {number}/{self.plan.part_count} (streamed) '{self.tkey}'", attempt)
 
     def _hash_part(self, number: int, offset: int, length: int) -> bytes:
         def attempt() -> bytes:
-            body = self._stream(offset, length, expected=None, on_bytes=lambda n: None)
+            body = self.codec.wrap(self._stream(offset, length, expected=None, on_bytes=lambda n: None), offset, length)
             try:
                 while body.read(self.cfg.chunk_size):
                     pass
@@ -365,7 +387,7 @@ class _ObjectCopy:
         fields: dict[str, Any] = {
             "content_type": self.obj.content_type,
             "content_encoding": self.obj.content_encoding,
-            "metadata": target_metadata(self.obj, self.snapshot_id, md5_b64),
+            "metadata": self.codec.metadata(target_metadata(self.obj, self.snapshot_id, md5_b64), md5_b64),
         }
         # Passed only when set, so a target that does not know them is not asked to.
         for name in ("cache_control", "content_language", "content_disposition"):
@@ -420,7 +442,24 @@ class _ObjectCopy:
         )
 
 
-def _send(body: VerifyingStream, request: Callable[[], _T]) -> _T:
+def _existing(ctx: Attempts, target: S3Bucket, tkey: str) -> ObjectInfo | None:
+    """The target object as HEAD shows it; on a client-side target, one not client-side encrypted counts as absent.
+
+    So it is overwritten by an encrypted copy. A KEK mismatch is not that case: it raises
+    (EncryptionKeyError, the connection named) and nothing is written.
+    """
+    try:
+        return ctx.call(f"HEAD '{tkey}'", lambda: target.head(tkey))
+    except CiphertextError as exc:
+        log.warning("'%s' will be overwritten by a client-side encrypted copy: %s", tkey, exc)
+        return None
+
+
+def _md5_b64(data: Any) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def _send(body: Any, request: Callable[[], _T]) -> _T:
     """Run a request that streams ``body``; a failed one takes back the bytes it reported as sent."""
     try:
         return request()

@@ -17,8 +17,9 @@ from typing import Any
 from bascule.governance.bucket_rules import ARCHIVE_STORAGE_CLASSES
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.objects.compare import compare
-from bascule.objects.transfer_records import latest_records, record_files
+from bascule.objects.transfer_records import TransferRecord, latest_records, record_files
 from bascule.storage.base import ObjectInfo
+from bascule.storage.client_side import RUNBOOK
 from bascule.storage.s3 import S3Bucket
 from bascule.workload import ObjectStoreWorkload
 
@@ -85,6 +86,28 @@ class _StorageClasses:
             yield info
 
 
+class _ClientSideRecords:
+    """On a client-side target: every object's transfer record must say it was sealed under the workload's KEK.
+
+    An object whose record does not (copied before the workload switched to client-side
+    encryption, or under another key-encryption key) fails parity by name.
+    """
+
+    def __init__(self, kek_fingerprint: str | None):
+        self.kek_fingerprint = kek_fingerprint
+        self.count = 0
+        self.unsealed: list[str] = []  # the first MAX_PROBLEMS_LISTED
+
+    def watch(self, records: Iterable[TransferRecord]) -> Iterator[TransferRecord]:
+        for record in records:
+            if self.kek_fingerprint is not None and record.client_side_kek != self.kek_fingerprint:
+                self.count += 1
+                if len(self.unsealed) < MAX_PROBLEMS_LISTED:
+                    found = record.client_side_kek or "no client-side encryption"
+                    self.unsealed.append(f"{record.target_key} ({found})")
+            yield record
+
+
 def _is_problem(row: dict[str, Any]) -> bool:
     return not (row["in_source"] and row["in_target"] and row["source_size"] == row["target_size"] and row["verified"])
 
@@ -122,6 +145,8 @@ def prove_parity(
     problems: list[dict[str, Any]] = []
     problem_count = rows = 0
     classes = _StorageClasses()
+    kek = getattr(target, "client_side", None)
+    sealed = _ClientSideRecords(kek.fingerprint if kek is not None else None)
 
     def streamed_rows() -> Iterator[dict[str, Any]]:
         nonlocal problem_count, rows
@@ -131,7 +156,7 @@ def prove_parity(
             source_prefix=workload.source.prefix,
             target_prefix=workload.target.prefix,
             readback_md5=counted_readback,
-            records=latest_records(evidence, record_keys),
+            records=sealed.watch(latest_records(evidence, record_keys)),
             etag_is_md5=target.etag_is_md5,
         ):
             data = row.to_dict()
@@ -153,6 +178,7 @@ def prove_parity(
             "problems": problems,
             "storage_classes": classes.counts,
             "archived": classes.archived,
+            "not_client_side_encrypted": sealed.unsealed,
         },
     )
     html = render_report_html(f"Parity: {workload.id}", [outcome], context)
@@ -160,8 +186,13 @@ def prove_parity(
     summary = outcome.failure_summary()
     if classes.archived:
         summary = f"{len(classes.archived)} object(s) in an archive class, e.g. {classes.archived[:5]}; {summary}"
+    if sealed.count:
+        summary = (
+            f"{sealed.count} object(s) whose transfer record does not show client-side encryption under key-encryption "
+            f"key {sealed.kek_fingerprint}, e.g. {sealed.unsealed[:5]}: re-run the transfer ({RUNBOOK}); {summary}"
+        )
     return ParityOutcome(
-        outcome.success and not classes.archived, rows, problems, results_key, report_key, summary, problem_count,
+        outcome.success and not classes.archived and not sealed.count, rows, problems, results_key, report_key, summary, problem_count,
         readbacks, classes.counts,
     )  # fmt: skip
 

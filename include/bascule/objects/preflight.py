@@ -31,6 +31,7 @@ def preflight_object_store(
     deployment: Deployment | None = None,
     sse_customer_key: bytes | None = None,
     container_client: Any | None = None,
+    client_side_kek: bytes | None = None,
 ) -> PreflightReport:
     """``dry_run`` reports what would be created instead of creating it.
 
@@ -39,7 +40,8 @@ def preflight_object_store(
 
     ``deployment`` (the Airflow Variable ``bascule_deployment``) turns on the
     sovereignty/HDS rules of :mod:`bascule.governance.policy` on the target bucket;
-    ``sse_customer_key`` is the SSE-C key from its Airflow connection, or None.
+    ``sse_customer_key`` is the SSE-C key from its Airflow connection, or None;
+    ``client_side_kek`` the key-encryption key of a ``client_side`` workload, or None.
     ``deployment=None`` reports the rules as not evaluated (until the glue passes it).
     ``container_client``: the SDK's ContainerClient for the freeze check (default: the source's own).
     """
@@ -62,33 +64,7 @@ def preflight_object_store(
         # Not even a CreateBucket goes over a connection the policy refuses.
         transport_ok = tls.ok
 
-    try:
-        if not source.check_exists():
-            checks.add(
-                CheckResult(
-                    "source_location_exists",
-                    False,
-                    f"{source.describe()} does not exist; check source.container in {manifest_path} "
-                    f"and the account the connection '{workload.source.conn_id}' points to",
-                )
-            )
-        else:
-            prefix = workload.source.prefix
-            first = next(iter(source.iter_objects(prefix)), None)
-            where = f"{source.describe()} under prefix '{prefix}'"
-            checks.add(
-                CheckResult("source_location_exists", True, f"{where} holds blobs (first: '{first.key}')")
-                if first
-                else CheckResult(
-                    "source_location_exists",
-                    False,
-                    f"{where} holds no blob; check source.prefix in {manifest_path}",
-                )
-            )
-            if first:
-                checks.add(check_freeze(workload, manifest_path, source, container_client or source.container_client))
-    except StoreAccessError as exc:
-        checks.access_failed("source_reachable", exc)
+    _check_source(checks, workload, manifest_path, source, container_client or source.container_client)
 
     expected_region = workload.target.region
     if target.client_region and target.client_region != expected_region:
@@ -102,7 +78,7 @@ def preflight_object_store(
             )
         )
     # Nor is a bucket created for objects that would not be encrypted (policy_encryption_at_rest says why).
-    encryption_ok = deployment is None or sse_customer_key is not None
+    encryption_ok = deployment is None or sse_customer_key is not None or client_side_kek is not None
     may_create = workload.target.create_if_missing and region_ok and transport_ok and encryption_ok
     try:
         actual_region = target.region()
@@ -138,9 +114,43 @@ def preflight_object_store(
     _evidence_bucket(checks, workload, manifest_path, evidence, dry_run=dry_run, deployment=deployment)
     if deployment is not None:
         would_be_created = dry_run and actual_region is None and may_create
-        policy_checks += _bucket_policy(checks, workload, target, actual_region, sse_customer_key, would_be_created)
+        keys = (sse_customer_key, client_side_kek)
+        policy_checks += _bucket_policy(checks, workload, target, actual_region, keys, would_be_created)
         return checks.report(workload.id, PolicyReport(target.describe(), deployment, tuple(policy_checks)))
     return checks.report(workload.id)
+
+
+def _check_source(
+    checks: CheckCollector, workload: ObjectStoreWorkload, manifest_path: str, source: AzureBlobContainer, container: Any
+) -> None:
+    """The source container exists, holds blobs under the prefix, and can be frozen as the manifest says."""
+    try:
+        if not source.check_exists():
+            checks.add(
+                CheckResult(
+                    "source_location_exists",
+                    False,
+                    f"{source.describe()} does not exist; check source.container in {manifest_path} "
+                    f"and the account the connection '{workload.source.conn_id}' points to",
+                )
+            )
+        else:
+            prefix = workload.source.prefix
+            first = next(iter(source.iter_objects(prefix)), None)
+            where = f"{source.describe()} under prefix '{prefix}'"
+            checks.add(
+                CheckResult("source_location_exists", True, f"{where} holds blobs (first: '{first.key}')")
+                if first
+                else CheckResult(
+                    "source_location_exists",
+                    False,
+                    f"{where} holds no blob; check source.prefix in {manifest_path}",
+                )
+            )
+            if first:
+                checks.add(check_freeze(workload, manifest_path, source, container))
+    except StoreAccessError as exc:
+        checks.access_failed("source_reachable", exc)
 
 
 def _evidence_bucket(
@@ -168,10 +178,14 @@ def _bucket_policy(
     workload: ObjectStoreWorkload,
     target: S3Bucket,
     actual_region: str | None,
-    sse_customer_key: bytes | None,
+    keys: tuple[bytes | None, bytes | None],
     would_be_created: bool,
 ) -> list[CheckResult]:
-    """The bucket-settings rules, on the bucket as it now is (or as it would be created)."""
+    """The bucket-settings rules, on the bucket as it now is (or as it would be created).
+
+    ``keys``: the SSE-C key and the client-side key-encryption key (at most one is set).
+    """
+    sse_customer_key, client_side_kek = keys
     if actual_region is not None:
         try:
             return [
@@ -180,6 +194,7 @@ def _bucket_policy(
                     target.client,
                     target.bucket,
                     sse_customer_key=sse_customer_key,
+                    client_side_kek=client_side_kek,
                     sample_prefix=workload.target.prefix,
                     health_data=True,  # a data bucket: every object SSE-C (HDS)
                 )
@@ -189,23 +204,25 @@ def _bucket_policy(
             return [checks.checks[-1]]
     if not would_be_created:
         # The bucket is missing and will not be created: target_location_exists says why, and this why not.
-        unencrypted = sse_customer_key is None
+        unencrypted = sse_customer_key is None and client_side_kek is None
         return [checks.add(_unencrypted(target.bucket))] if unencrypted else []
     # A bucket Bascule creates is private, without lifecycle rules, and encrypted by default
     # (S3Bucket.create sets AES256 default encryption).
     name = "policy_encryption_at_rest"
     if sse_customer_key is not None and (problem := sse_customer_key_problem(sse_customer_key, target.bucket)):
         verdict = CheckResult(name, False, f"{problem} (dry run)", {"sse_c": "invalid key"})
-    elif sse_customer_key is None:
+    elif sse_customer_key is None and client_side_kek is None:
         verdict = _unencrypted(target.bucket)
     else:
+        method = "sse_c" if sse_customer_key is not None else "client_side"
         verdict = CheckResult(
             name,
             True,
             f"bucket '{target.bucket}' would be created with default encryption (AES256)"
-            + ("; objects would also be written with SSE-C" if sse_customer_key is not None else "")
+            + ("; objects would also be written with SSE-C" if method == "sse_c" else "")
+            + ("; objects would be encrypted client-side before upload" if method == "client_side" else "")
             + " (dry run)",
-            {"sse_c": sse_customer_key is not None, "default_encryption": ["AES256"]},
+            {"sse_c": method == "sse_c", "method": method, "default_encryption": ["AES256"]},
         )
     return [checks.add(verdict)]
 

@@ -17,7 +17,6 @@ from bascule.objects.copy_engine import copy_object
 from bascule.objects.copy_report import CopyOutcome, Progress, ShardReport
 from bascule.objects.transfer_records import TransferRecord
 from bascule.storage.base import ObjectInfo
-from bascule.storage.encryption import SseCKey
 
 if TYPE_CHECKING:
     from bascule.storage.azure_blob import AzureBlobContainer
@@ -228,7 +227,7 @@ class _ShardRun:
         if self.witness is not None:
             etag = self.witness.take(outcome.target_key)
             if self.records is not None and outcome.status != "failed":
-                self.records(_record_of(obj, outcome, etag, self.target.sse_c))
+                self.records(_record_of(obj, outcome, etag, self.target))
         if outcome.status != "failed":
             self.finished_bytes += outcome.bytes
             self._consecutive_failures = 0
@@ -248,7 +247,8 @@ class _ShardRun:
         self._exhausted = True  # pull no more objects; those in flight end as cancelled
 
 
-def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None, sse_c: SseCKey | None) -> TransferRecord:
+def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None, target: S3Bucket) -> TransferRecord:
+    sse_c, client_side = target.sse_c, getattr(target, "client_side", None)
     return TransferRecord(
         key=obj.key,
         target_key=outcome.target_key,
@@ -261,6 +261,7 @@ def _record_of(obj: ObjectInfo, outcome: CopyOutcome, target_etag: str | None, s
         multipart=outcome.multipart,
         server_check=outcome.server_check if outcome.status == "copied" else None,
         sse_c_key_md5=sse_c.fingerprint if sse_c is not None else None,
+        client_side_kek=client_side.fingerprint if client_side is not None else None,
     )
 
 

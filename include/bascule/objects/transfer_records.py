@@ -13,7 +13,8 @@ part with its Content-MD5 (``server_check="content-md5"``) or a streamed part by
 ETag (``"etag"``, only where ETags are MD5s), and the record keeps the ETag the target
 answered. On an SSE-C target (``sse_c_key_md5`` set, the key's fingerprint) the ETag
 is not an MD5: only ``content-md5`` records prove, and the ETag serves only to tell
-that the object was not rewritten since.
+that the object was not rewritten since. The same holds on a client-side target
+(``client_side_kek`` set): ``md5`` is the plaintext's, hashed as it was sealed.
 A *skipped* record is not proof: the copier only saw the target's metadata, which a
 rewrite can keep while changing the bytes.
 """
@@ -51,6 +52,9 @@ class TransferRecord:
     # Defaults: records written before these fields existed read as "unknown check, no SSE-C".
     server_check: str | None = None  # "content-md5" or "etag": how the server checked the bytes at upload
     sse_c_key_md5: str | None = None  # fingerprint of the SSE-C key the copy was written with
+    # Client-side encryption: fingerprint of the key-encryption key that wraps the object's data key.
+    # ``md5`` is then the plaintext's, computed while sealing; the stored bytes hash to something else.
+    client_side_kek: str | None = None
 
     def describes(self, info: ObjectInfo) -> bool:
         """True if this record is about the very version ``info`` of the source blob."""
@@ -59,10 +63,11 @@ class TransferRecord:
     def proves(self, listed_etag: str, md5_b64: str) -> bool:
         """True if the copy this records holds ``md5_b64`` and the target still holds that copy.
 
-        An SSE-C copy proves only if the server verified a Content-MD5 on every request
-        that carried its bytes: its ETag is no hash of them.
+        An SSE-C or client-side copy proves only if the server verified a Content-MD5 on every
+        request that carried its bytes: its ETag is no hash of the plaintext.
         """
-        if self.sse_c_key_md5 is not None and self.server_check != "content-md5":
+        encrypted = self.sse_c_key_md5 is not None or self.client_side_kek is not None
+        if encrypted and self.server_check != "content-md5":
             return False
         return (
             self.status == "copied"

@@ -4,7 +4,11 @@ The approach of data-diff/reladiff: each side reduces its table to per-segment
 (row count, checksum) pairs in ONE aggregate query, both sides at once; only the
 segments whose pairs differ are split again, and only small mismatching segments
 ("leaves") travel to Python as (key, row hash), where the exact differing keys are
-found. An equal table costs one scan per side and returns a few hundred rows.
+found. Before any of that, each side computes the same checksum over the whole
+table (``Strategy.fingerprints``, no grouping, parallel like ``count(*)``): an equal
+table costs that one scan per side and returns one row; a differing one pays it on
+top of the segments (about half again: 1M rows, 10 differences, 1.9 s against 0.7 s
+for the fingerprints alone).
 
 This module drives the bisection (``diff_table``) and re-compares given keys
 (``recheck``). Its parts: ``tablediff_segments`` (key ranges or key-hash buckets,
@@ -72,10 +76,17 @@ def diff_table(
     with _snapshots(source_conn, target_conn, spec) as (pair, source_shape, target_shape):
         count = segments or adaptive_segments(max(source_shape.estimated_rows, target_shape.estimated_rows), leaf_rows)
         strategy = _strategy(spec, source_shape, target_shape, count)
-        pending, source_rows, target_rows, used = strategy.top(pair)
-        differences, bisected, truncated = _bisect(
-            pair, strategy, pending, leaf_rows=leaf_rows, max_differences=max_differences
-        )
+        method = strategy.method
+        source_print, target_print = strategy.fingerprints(pair)
+        if source_print == target_print:
+            method, (source_rows, target_rows), used = "fingerprint", (source_print[0], target_print[0]), 0
+            differences: list[RowDifference] = []
+            bisected, truncated = 0, False
+        else:
+            pending, source_rows, target_rows, used = strategy.top(pair)
+            differences, bisected, truncated = _bisect(
+                pair, strategy, pending, leaf_rows=leaf_rows, max_differences=max_differences
+            )
     rank = {key: i for i, key in enumerate(sorted_keys({tuple(d.key) for d in differences}))}
     differences.sort(key=lambda d: rank[tuple(d.key)])
     return TableDiff(
@@ -88,7 +99,7 @@ def diff_table(
         seconds=time.monotonic() - started,
         truncated=truncated,
         key_columns=list(spec.key_columns),
-        method=strategy.method,
+        method=method,
     )
 
 

@@ -6,37 +6,54 @@ hash function per column valid on both sides, and ``row_hash``/``key_hash`` writ
 the SQL expression that reduces a row (or its key) to one bigint.
 
 Row hash (a chain of the types' own extended hash functions, the ones hash
-partitioning uses): ``h = f_n(v_n, ... f_1(v_1, state))``, each column's value fed
+partitioning uses): ``h = f_n(v_n, ... f_1(v_1, seed))``, each column's value fed
 with the previous hash as seed. ``hash_record_extended(ROW(...))`` was measured
 slower (it builds and deforms a record per row; chain ~0.67x its time on 7 columns)
 and is weaker: it combines column hashes linearly (``h*31 + h_i``), maps NULL to 0,
 and ``hash_numeric_extended`` returns the seed itself for NaN and +-Infinity, so
-NULL, NaN and Infinity hash alike. Here ``state`` is a per-row integer that
-encodes which columns are NULL, which unconstrained numerics are NaN/+-Infinity
-(numeric(p,s) cannot hold Infinity, and a lone NaN differs from any finite value)
-and which timestamptz are +-infinity, so those differ (NULL vs '' too).
-timestamptz is hashed as the interval since the epoch: the cast to timestamp goes
-through the time zone and cost twice as much. Types without a stable,
-equality-consistent hash (enums, whose hash is their OID, arrays, json, bytea, user
-types...) are hashed as their text output, under fixed
-TimeZone/DateStyle/extra_float_digits/bytea_output.
+NULL, NaN and Infinity hash alike. Here what a column's hash cannot tell (NULL,
+which of NaN/+-Infinity, a numeric's sign and scale, a float's -0) is a small
+per-column ``state`` XORed into the seed that column is hashed with:
+``f_i(v_i, h_{i-1} # state_i)``. Two rows then collide only if their chains do
+(``h # s = h' # s'`` with h != h' is a 64-bit coincidence; with h = h' the states or
+values differ). XOR into the seed is one operator; the state bits the first version
+summed and hashed as an extra chain link cost ~10% of the row hash.
+timestamptz is hashed as the interval since the epoch, +-infinity as two intervals
+no finite timestamp is that far from the epoch (the cast to timestamp goes through
+the time zone and costs more). Types without a stable, text-consistent hash (enums,
+whose hash is their OID, arrays, json, bytea, user types...) are hashed as their text
+output, under fixed TimeZone/DateStyle/extra_float_digits/bytea_output.
 
-Stability across servers: these are the hash-opclass support functions that hash
-partitioning routes rows with, so PostgreSQL keeps them stable across versions
-(pg_upgrade keeps hash-partitioned data in place). The known exceptions are
-handled or stated: enum hashes derive from OIDs (hashed as text here, as pg_dump
-loads hash-on-enum partitions via the root for this reason); text is hashed under
-the "C" collation (nondeterministic collations hash by sort key); and hash_bytes
-differs between little- and big-endian builds (both sides are x86-64/arm64 here).
+Stability across servers and major versions (source PG15, target PG16/17): these are
+the hash-opclass support functions that hash partitioning routes rows with, and
+pg_upgrade keeps hash-partitioned tables' files in place, so a changed hash would
+put rows in the wrong partition: PostgreSQL keeps them stable across versions. The
+one known exception is stated by postgres/postgres commit 012ffb365a05 ("Fix pg_dump
+for hash partitioning on enum columns": enum hash codes derive from OIDs, which
+pg_upgrade forces to stay and a dump-and-reload does not), and enums are hashed as
+text here; the pg_dump docs (``--load-via-partition-root``) name the others, text
+under a different collation definition or encoding: text is hashed under the "C"
+collation (bytes; both sides UTF-8, which the catalogue check requires), and
+hash_bytes differs between little- and big-endian builds (both sides x86-64/arm64).
 
-Values compare by their type's equality: numeric 1.0 equals 1.00, -0.0 equals 0.0
-in floats, bpchar ignores trailing blanks, timestamptz compares instants. If a
-column's type family differs between the sides (e.g. integer vs numeric), both
-sides hash its text output.
+Equal means equal text, not merely equal by the type's ``=``. A migration must
+carry each value as written: a lab result of 1.0 is not the 1.00 it would compare
+equal to (the scale is the precision that was recorded), -0 is not 0 to a float
+reader, and '1 mon' is not '30 days' when added to a date. So where a type's own
+hash is coarser than its text, the row hash adds what it ignores or falls back to
+the text: unconstrained numerics (or scales that differ between the sides) add
+their display scale, floats a -0 flag, and interval, jsonb (its numbers compare
+by value: {"v": 1.0} = {"v": 1.00}), unconstrained bpchar (trailing blanks) and
+columns whose type differs between the sides (float4 vs float8, char(n) vs
+char(m), integer vs numeric, inet vs cidr) hash their text output. Still equal:
+timestamptz values of one instant (their text under the fixed TimeZone is one
+text), numeric -0.0 and 0.0 (numeric has no negative zero: both read 0.0), and
+char(n) values padded alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,7 +64,10 @@ from bascule.postgres.tablediff_sessions import Session
 
 _ROW_SEED = 0
 _KEY_SEED = 0x6261736375  # "bascu": the key hash must not equal the row hash
-_STATE_BITS = 62  # per state group: the groups' sum stays a non-negative bigint
+# +-infinity of a timestamptz, as intervals since the epoch that no finite value has
+# (finite ones start at 4713 BC; interval_hash_extended hashes the span as an int8).
+_PLUS_INFINITY_SPAN = "'-200000 years'::interval"
+_MINUS_INFINITY_SPAN = "'-100000 years'::interval"
 
 
 @dataclass(frozen=True)
@@ -149,37 +169,59 @@ _FAMILIES: dict[str, tuple[str, str, str, bool]] = {
     "timestamptz": ("interval_hash_extended", "timestamptz", "'0'", False),
     "time": ("time_hash_extended", "time", "'00:00'", False),
     "timetz": ("timetz_hash_extended", "timetz", "'00:00+00'", False),
-    "interval": ("interval_hash_extended", "interval", "'0'", False),
-    "jsonb": ("jsonb_hash_extended", "jsonb", "'null'", False),
     "inet": ("hashinetextended", "inet", "'0.0.0.0'", False),
+    "cidr": ("hashinetextended", "cidr", "'0.0.0.0'", False),  # own family: inet text differs from cidr's
     "macaddr": ("hashmacaddrextended", "macaddr", "'00:00:00:00:00:00'", False),
 }
 _TEXT_OUTPUT = ("hashtextextended", "text", "''", True)
+# Types whose ::text cast is not their output: bpchar's strips trailing blanks, inet's
+# and cidr's always print the netmask. concat() calls the output function.
+_CAST_IS_NOT_OUTPUT = frozenset({"bpchar", "inet", "cidr"})
 _NARROW_INT_HASH = {"int2": "hashint2extended", "int4": "hashint4extended"}
 _BASE_TYPE_FAMILY = {
     "int2": "int", "int4": "int", "int8": "int",
     "float4": "float", "float8": "float",
     "text": "text", "varchar": "text",
-    "cidr": "inet",
 }  # fmt: skip
+# Families whose hash is exact only between identical types: float4 0.1 cast to float8
+# hashes like the float8 0.100000001490116 whose text differs; char(n) pads to n.
+_SAME_TYPE_ONLY = frozenset({"float", "bpchar"})
 
-# family -> (bits, the column's state: 0 for an ordinary value). hash_numeric_extended
-# returns the seed itself for NaN and +-Infinity, so they would hash alike (a lone NaN
-# is told from any finite value by that very fact); scale() is NULL only for NULL, NaN
-# and +-Infinity: one cheap call per row. Infinite timestamps cannot be subtracted from
-# the epoch (see _value), so their sign is kept here.
+
+def _state_code(name: str) -> str:
+    """A fixed pseudo-random int8 literal for one special value (see ``_STATE_CASES``)."""
+    return f"({int.from_bytes(hashlib.sha256(f'bascule tablediff {name}'.encode()).digest()[:8], 'big', signed=True)})::int8"
+
+
+_CODES = {
+    name: _state_code(name) for name in ("null", "nan", "plus_infinity", "minus_infinity", "negative", "minus_zero")
+}
+
+# family -> the column's state (an int8, 0 for an ordinary value; see the docstring).
+# hash_numeric_extended hashes the digits and the weight, not the sign (-1.5 and 1.5
+# hash alike) nor the display scale (1.0 and 1.00); for NaN and +-Infinity it returns
+# the seed itself and for zero the seed minus one, unmixed. So the special values'
+# states are pseudo-random 64-bit codes: a small code XORed into the seed could undo
+# that minus one (seed # 1 - 1 = seed # 2 for a quarter of seeds), a random one cannot
+# (its XOR with another code would have to be a run of low bits). scale() is NULL only
+# for NULL, NaN and +-Infinity: one call gives a finite value's scale (doubled, plus
+# the sign: small, but fed to a mixing hash, or to zero's minus one, which is never
+# negative) or tells the special values apart. In numeric(p,s) every value has scale s
+# and no +-Infinity fits: NULL and the sign remain (NaN < 0 is false). hashfloat8extended
+# hashes -0 like 0 (and mixes its seed): the text is asked only of zeros.
 _STATE_CASES = {
     "numeric": (
-        3,
-        "CASE WHEN {c} IS NULL THEN 1 WHEN scale({c}) IS NOT NULL THEN 0 WHEN {c} = 'NaN' THEN 2"
-        " WHEN {c} > 0 THEN 3 ELSE 4 END",
+        "coalesce(scale({c})::int8 * 2 + CASE WHEN {c} < 0 THEN 1::int8 ELSE 0::int8 END,"
+        " CASE WHEN {c} IS NULL THEN {null} WHEN {c} = 'NaN' THEN {nan} WHEN {c} > 0 THEN {plus_infinity}"
+        " ELSE {minus_infinity} END)"
     ),
-    "timestamptz": (
-        2,
-        "CASE WHEN {c} IS NULL THEN 1 WHEN isfinite({c}) THEN 0 WHEN {c} > 'epoch'::timestamptz THEN 2 ELSE 3 END",
+    "numeric(p,s)": "CASE WHEN {c} IS NULL THEN {null} WHEN {c} < 0 THEN {negative} ELSE 0::int8 END",
+    "float": (
+        "CASE WHEN {c} IS NULL THEN {null} WHEN {c} <> 0 THEN 0::int8 WHEN {c}::text LIKE '-%' THEN {minus_zero}"
+        " ELSE 0::int8 END"
     ),
 }
-_NULL_CASE = (1, "CASE WHEN {c} IS NULL THEN 1 ELSE 0 END")
+_NULL_CASE = "CASE WHEN {c} IS NULL THEN {null} ELSE 0::int8 END"
 
 
 def _family(column: Column) -> str | None:
@@ -198,6 +240,7 @@ class HashedColumn:
     collate: bool
     nullable: bool
     family: str | None  # None: hashed as text output
+    by_output: bool = False  # text through the output function, not the ::text cast
 
 
 def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShape) -> list[HashedColumn]:
@@ -208,12 +251,15 @@ def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShap
         family = _family(left)
         if family is None or family != _family(right):
             family = None
+        elif family in _SAME_TYPE_ONLY and (left.type_sql != right.type_sql or left.type_sql == "bpchar"):
+            family = None  # bare bpchar keeps trailing blanks its hash ignores
         function, cast, null_literal, collate = _TEXT_OUTPUT if family is None else _FAMILIES[family]
         if family == "int" and left.base_type == right.base_type and left.base_type in _NARROW_INT_HASH:
             # hashint8extended equals these on their ranges; calling them saves a cast per row.
             function, cast = _NARROW_INT_HASH[left.base_type], left.base_type
-        if family == "numeric" and left.numeric_scale is not None and right.numeric_scale is not None:
-            family = "numeric(p,s)"  # no +-Infinity in a constrained numeric: NaN alone needs no state
+        if family == "numeric" and left.numeric_scale is not None and left.numeric_scale == right.numeric_scale:
+            # Every value has the column's scale, and no +-Infinity fits: the state is NULL and the sign.
+            family = "numeric(p,s)"
         plan.append(
             HashedColumn(
                 name=name,
@@ -223,6 +269,7 @@ def hash_plan(spec_columns: Sequence[str], source: TableShape, target: TableShap
                 collate=collate,
                 nullable=not (left.not_null and right.not_null),
                 family=family,
+                by_output=family is None and bool({left.base_type, right.base_type} & _CAST_IS_NOT_OUTPUT),
             )
         )
     return plan
@@ -239,40 +286,22 @@ def key_hash(plan: Sequence[HashedColumn], key_columns: Sequence[str]) -> sql.Co
 
 
 def _chained_hash(columns: Sequence[HashedColumn], alias: str, seed: int) -> sql.Composable:
-    """``f_n(v_n, ... f_1(v_1, state))``: see the module docstring."""
-    states = _state_groups(columns, alias)
+    """``f_n(v_n, ... f_1(v_1, seed # state_1) # state_n)``: see the module docstring."""
     digest: sql.Composable = sql.SQL("{seed}::int8").format(seed=sql.Literal(seed))
-    if states:
-        digest = sql.SQL("(({state}) # {seed}::int8)").format(state=states[0], seed=sql.Literal(seed))
-        for state in states[1:]:
-            digest = sql.SQL("hashint8extended({state}, {prev})").format(state=state, prev=digest)
     for column in columns:
+        state = _state_case(column)
+        if state is not None:
+            digest = sql.SQL("({prev} # {state})").format(
+                prev=digest,
+                state=sql.SQL(state).format(
+                    c=sql.Identifier(alias, column.name), **{k: sql.SQL(v) for k, v in _CODES.items()}
+                ),
+            )
         digest = sql.SQL("{f}({v}, {prev})").format(f=sql.SQL(column.function), v=_value(column, alias), prev=digest)
     return digest
 
 
-def _state_groups(columns: Sequence[HashedColumn], alias: str) -> list[sql.Composable]:
-    """One small non-negative integer expression per group of at most 62 state bits."""
-    states: list[sql.Composable] = []
-    bits = 0
-    group: list[sql.Composable] = []
-    for column in columns:
-        case = _state_case(column)
-        if case is None:
-            continue
-        width, template = case
-        state = sql.SQL(template).format(c=sql.Identifier(alias, column.name))
-        if bits + width > _STATE_BITS:
-            states.append(sql.SQL(" + ").join(group))
-            group, bits = [], 0
-        group.append(sql.SQL("({state}::int8 << {bits})").format(state=state, bits=sql.Literal(bits)))
-        bits += width
-    if group:
-        states.append(sql.SQL(" + ").join(group))
-    return states
-
-
-def _state_case(column: HashedColumn) -> tuple[int, str] | None:
+def _state_case(column: HashedColumn) -> str | None:
     if column.family is not None and column.family in _STATE_CASES:
         return _STATE_CASES[column.family]
     return _NULL_CASE if column.nullable else None
@@ -280,14 +309,14 @@ def _state_case(column: HashedColumn) -> tuple[int, str] | None:
 
 def _value(column: HashedColumn, alias: str) -> sql.Composable:
     """The column's value as its hash function takes it."""
-    value: sql.Composable = sql.SQL("{c}::{cast}").format(
-        c=sql.Identifier(alias, column.name), cast=sql.SQL(column.cast)
-    )
+    template = "concat({c})" if column.by_output else "{c}::{cast}"
+    value: sql.Composable = sql.SQL(template).format(c=sql.Identifier(alias, column.name), cast=sql.SQL(column.cast))
     if column.family == "timestamptz":
-        # Subtracting infinite timestamps is an error; NULL and +-Infinity are in the state.
-        value = sql.SQL("CASE WHEN isfinite({v}) THEN {v} - 'epoch'::timestamptz ELSE '0'::interval END").format(
-            v=value
-        )
+        # Subtracting infinite timestamps is an error (PG15); NULL is in the state.
+        value = sql.SQL(
+            "CASE WHEN isfinite({v}) THEN {v} - 'epoch'::timestamptz WHEN {v} > 'epoch'::timestamptz THEN {plus}"
+            " ELSE {minus} END"
+        ).format(v=value, plus=sql.SQL(_PLUS_INFINITY_SPAN), minus=sql.SQL(_MINUS_INFINITY_SPAN))
     elif column.nullable:
         value = sql.SQL("coalesce({v}, {null}::{cast})").format(
             v=value, null=sql.SQL(column.null_literal), cast=sql.SQL(column.cast)

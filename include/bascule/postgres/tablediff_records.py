@@ -63,7 +63,9 @@ class TableDiff:
     seconds: float
     truncated: bool
     key_columns: list[str] = field(default_factory=list)
-    method: str = "key_range"  # or "key_hash"
+    # "key_range" or "key_hash" (how segments were cut), or "fingerprint": the whole-table
+    # checksums were equal and no segment was read.
+    method: str = "key_range"
 
     @property
     def equal(self) -> bool:

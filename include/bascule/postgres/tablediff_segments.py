@@ -77,6 +77,7 @@ def adaptive_segments(estimated_rows: float, leaf_rows: int) -> int:
 
 
 Stats = tuple[int, Any]  # count, checksum (see _aggregates)
+_H = sql.Identifier("h")  # the row hash column of the segment queries' subquery
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _mismatches(source_rows: list[tuple[Any, ...]], target_rows: list[tuple[Any,
     return out
 
 
-def _aggregates(rows_are_distinct: bool) -> sql.Composable:
+def _aggregates(rows_are_distinct: bool, digest: sql.Composable = _H) -> sql.Composable:
     """A segment's count and checksum of its row hashes ``h``.
 
     XOR cancels equal pairs, which exist only if rows repeat; with a unique key they
@@ -118,7 +119,8 @@ def _aggregates(rows_are_distinct: bool) -> sql.Composable:
     exact (int128-accumulated) sum never cancels. As h is a chain, not a sum of
     per-column terms, neither is fooled by values trading places between rows.
     """
-    return sql.SQL("count(*), bit_xor(h)" if rows_are_distinct else "count(*), sum(h)")
+    template = "count(*), bit_xor({h})" if rows_are_distinct else "count(*), sum({h})"
+    return sql.SQL(template).format(h=digest)
 
 
 class Strategy:
@@ -133,6 +135,22 @@ class Strategy:
         self.row_hash = row_hash
         self.rows_are_distinct = rows_are_distinct
         self.segments = segments
+
+    def fingerprints(self, pair: SessionPair) -> tuple[Stats, Stats]:
+        """Each side's whole-table (row count, checksum): one ungrouped aggregate per side.
+
+        The same checksum as a segment's, over the whole table: where the two are equal,
+        no segment needs reading. Without GROUP BY the planner runs it as a Parallel Seq
+        Scan under a Partial Aggregate, like ``count(*)`` (both are parallel safe), and it
+        skips the grouping that makes the top-level scan cost about twice as much. A false match
+        needs the XOR (or exact sum) of the differing rows' 64-bit hashes to vanish, as
+        in any one segment: about 2**-64 for data that is not built to collide.
+        """
+        statement = sql.SQL("SELECT {aggs} FROM {t} AS t").format(
+            aggs=_aggregates(self.rows_are_distinct, self.row_hash), t=self.table
+        )
+        source_rows, target_rows = pair.query(statement)
+        return (source_rows[0][0], source_rows[0][1]), (target_rows[0][0], target_rows[0][1])
 
     def top(self, pair: SessionPair) -> tuple[list[Segment], int, int, int]:
         """Mismatching top-level segments, source rows, target rows, segment count."""

@@ -47,15 +47,17 @@ def diff_tables(
     those keys are re-checked once the replica has applied what the source had then.
     ``progress`` is told (segments done, segments in all) after each table: the tables not yet
     diffed count the segments their planner estimate gives (``adaptive_segments``), the done
-    ones what they used.
+    ones what they used (a table its whole-table fingerprints settled, read with no segment,
+    counts as its estimate: all of it is done).
     """
     results: list[tablediff_records.TableDiff] = []
+    done = 0
     planned = [adaptive_segments(t.row_estimate, tablediff.DEFAULT_LEAF_ROWS) for t in inventory.tables]
     with closing(sides.source()) as source, closing(sides.target()) as target:
         for index, spec in enumerate(table_specs(inventory)):
             diff = tablediff.diff_table(source, target, spec)
             if progress is not None:
-                done = sum(r.segments for r in results) + diff.segments
+                done += diff.segments or planned[index]
                 progress(done, done + sum(planned[index + 1 :]))
             if diff.differences and live and slot:
                 for _ in range(3):

@@ -18,7 +18,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from bascule.exceptions import StoreAccessError
 
@@ -39,47 +39,54 @@ def key_fingerprint(key: bytes) -> str:
     return base64.b64encode(hashlib.md5(key, usedforsecurity=False).digest()).decode("ascii")
 
 
-def key_problem(key: bytes, where: str) -> str | None:
-    """Why ``key`` cannot serve as an SSE-C key, or None if it can; ``where`` names what the key is for."""
+def key_problem(key: bytes, where: str, purpose: str = "SSE-C key", runbook: str = RUNBOOK) -> str | None:
+    """Why ``key`` cannot serve as a 32-byte workload key, or None if it can; ``where`` names what the key is for."""
     if len(key) != SSE_C_KEY_BYTES:
+        algorithm = "SSE-C (AES256)" if purpose == "SSE-C key" else "AES-256"
         return (
-            f"the SSE-C key for {where} is {len(key)} bytes; SSE-C (AES256) needs exactly {SSE_C_KEY_BYTES} "
-            f"random bytes. Fix the key in the Airflow connection that holds it ({RUNBOOK})"
+            f"the {purpose} for {where} is {len(key)} bytes; {algorithm} needs exactly {SSE_C_KEY_BYTES} "
+            f"random bytes. Fix the key in the Airflow connection that holds it ({runbook})"
         )
     if len(set(key)) == 1:
         return (
-            f"the SSE-C key for {where} repeats one byte value: it is a placeholder, not a key. "
-            f"Generate one with `openssl rand -base64 32` ({RUNBOOK})"
+            f"the {purpose} for {where} repeats one byte value: it is a placeholder, not a key. "
+            f"Generate one with `openssl rand -base64 32` ({runbook})"
         )
     return None
 
 
 @dataclass(frozen=True)
-class SseCKey:
-    """A validated SSE-C key; ``repr`` and ``str`` show the fingerprint only, never the key."""
+class ConnectionKey:
+    """A validated 32-byte key read from an Airflow connection; ``repr`` and ``str`` show the fingerprint only.
+
+    The base of both methods' keys (SSE-C customer key, client-side key-encryption key):
+    one validation, one base64 decoding, one fingerprint, every refusal naming the connection.
+    """
 
     key: bytes = field(repr=False)
     conn_id: str = ""  # where it came from, for error messages
+    purpose: ClassVar[str] = "SSE-C key"
+    runbook: ClassVar[str] = RUNBOOK
 
     def __post_init__(self) -> None:
-        problem = key_problem(self.key, f"connection '{self.conn_id}'")
+        problem = key_problem(self.key, f"connection '{self.conn_id}'", self.purpose, self.runbook)
         if problem:
             raise EncryptionKeyError(problem)
 
     @classmethod
-    def from_base64(cls, text: str | None, conn_id: str) -> SseCKey:
+    def from_base64(cls, text: str | None, conn_id: str) -> Self:
         """The key stored base64-encoded in a connection's password; refuses with the connection named."""
         if not text or not text.strip():
             raise EncryptionKeyError(
                 f"Airflow connection '{conn_id}' (target.encryption.key_conn_id) has no password: put the "
-                f"base64 of 32 random bytes there (`openssl rand -base64 32`). Nothing was written ({RUNBOOK})"
+                f"base64 of 32 random bytes there (`openssl rand -base64 32`). Nothing was written ({cls.runbook})"
             )
         try:
             raw = base64.b64decode(text.strip(), validate=True)
         except (binascii.Error, ValueError):
             raise EncryptionKeyError(
                 f"the password of Airflow connection '{conn_id}' (target.encryption.key_conn_id) is not base64: "
-                f"store the key as `openssl rand -base64 32` prints it. Nothing was written ({RUNBOOK})"
+                f"store the key as `openssl rand -base64 32` prints it. Nothing was written ({cls.runbook})"
             ) from None
         return cls(raw, conn_id)
 
@@ -88,7 +95,12 @@ class SseCKey:
         return key_fingerprint(self.key)
 
     def __str__(self) -> str:
-        return f"SSE-C key (MD5 {self.fingerprint}) from connection '{self.conn_id}'"
+        return f"{self.purpose} (MD5 {self.fingerprint}) from connection '{self.conn_id}'"
+
+
+@dataclass(frozen=True)
+class SseCKey(ConnectionKey):
+    """A validated SSE-C key; ``repr`` and ``str`` show the fingerprint only, never the key."""
 
     def request_params(self) -> dict[str, Any]:
         """Parameters for any boto3 object call on an SSE-C object; botocore adds the base64 and the key MD5."""

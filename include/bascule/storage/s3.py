@@ -23,6 +23,7 @@ from botocore.exceptions import (
 from bascule.exceptions import BasculeError, StoreAccessError
 from bascule.storage.base import CONTENT_SETTINGS, MD5_KEY, TRANSIENT_HTTP_STATUS, ObjectInfo
 from bascule.storage.bucket_guard import WRITE_STORAGE_CLASS, guard_policy
+from bascule.storage.client_side import ClientSideKey, DecryptingStream, plaintext_size, reveal
 from bascule.storage.encryption import RUNBOOK as SSE_C_RUNBOOK
 from bascule.storage.encryption import EncryptionKeyError, SseCKey
 from bascule.storage.metadata import decode_metadata, encode_metadata
@@ -78,18 +79,26 @@ class S3Bucket:
     UploadPart, CompleteMultipartUpload, CopyObject source and target, HEAD, GET, range
     GET) carries the SSE-C headers: callers cannot forget them, because no object call
     goes around this class. Bucket-level calls (listing, settings) take no key.
+
+    With ``client_side`` (the key-encryption key of :mod:`bascule.storage.client_side`)
+    every read this class makes shows the plaintext: HEAD and listings give plaintext
+    sizes, HEAD the unsealed MD5, GET decrypts and authenticates frame by frame. Writes
+    take bytes already sealed by the copier (:mod:`bascule.objects.body_codec`).
     """
 
-    def __init__(self, client: Any, bucket: str, *, sse_c: SseCKey | None = None):
+    def __init__(
+        self, client: Any, bucket: str, *, sse_c: SseCKey | None = None, client_side: ClientSideKey | None = None
+    ):
         self._client = client
         self.bucket = bucket
         self.sse_c = sse_c
+        self.client_side = client_side
         self._key_params = sse_c.request_params() if sse_c is not None else {}
 
     @property
     def etag_is_md5(self) -> bool:
-        """False for SSE-C objects: their ETag is not the MD5 of the plaintext, so it proves nothing."""
-        return self.sse_c is None
+        """False for SSE-C and client-side objects: their ETag is not the MD5 of the plaintext, so it proves nothing."""
+        return self.sse_c is None and self.client_side is None
 
     @property
     def client(self) -> Any:
@@ -205,9 +214,13 @@ class S3Bucket:
         except Exception as exc:
             raise self._object_error(exc, "HEAD", key) from None
         metadata = decode_metadata(answer.get("Metadata") or {})
+        size = int(answer["ContentLength"])
+        if self.client_side is not None:
+            envelope, metadata = reveal(self.client_side, metadata, f"{self.describe()}: object '{key}'")
+            size = envelope.plaintext_size
         return ObjectInfo(
             key=key,
-            size=int(answer["ContentLength"]),
+            size=size,
             etag=_etag(answer),
             last_modified=answer["LastModified"],
             # The MD5 of the source as we recorded it; the ETag is not an MD5 for
@@ -234,7 +247,7 @@ class S3Bucket:
                 for item in page.get("Contents", ()):
                     yield ObjectInfo(
                         key=item["Key"],
-                        size=int(item["Size"]),
+                        size=self._listed_size(int(item["Size"])),
                         etag=_etag(item),
                         last_modified=item["LastModified"],
                         access_tier=item.get("StorageClass"),
@@ -409,24 +422,39 @@ class S3Bucket:
         return _etag(answer.get("CopyObjectResult", {}))
 
     def get_stream(self, key: str) -> IO[bytes]:
-        """The object's body as a stream; the caller reads and closes it."""
+        """The object's body (its plaintext, on a client-side target) as a stream; the caller reads and closes it."""
         answer = self._call(
             "GET", key, lambda: self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)
         )
         body: IO[bytes] = answer["Body"]
+        if self.client_side is not None:
+            where = f"{self.describe()}: object '{key}'"
+            try:
+                envelope, _ = reveal(self.client_side, decode_metadata(answer.get("Metadata") or {}), where)
+            except BaseException:
+                body.close()
+                raise
+            return DecryptingStream(body, envelope, where)  # type: ignore[return-value]
         return body
 
     def read_all(self, key: str) -> bytes:
         """The whole object in memory: for small files (reports, manifests) only."""
 
         def read() -> bytes:
-            stream = self._client.get_object(Bucket=self.bucket, Key=key, **self._key_params)["Body"]
+            stream = self.get_stream(key)
             try:
                 return bytes(stream.read())
             finally:
                 stream.close()
 
         return self._call("GET", key, read)
+
+    def _listed_size(self, stored: int) -> int:
+        """A listed object's size as readers see it: on a client-side target, the plaintext's (-1: no valid body)."""
+        if self.client_side is None:
+            return stored
+        size = plaintext_size(stored)
+        return -1 if size is None else size
 
     def delete(self, key: str) -> None:
         """Delete one object; a missing key is not an error (S3 says 204 either way)."""

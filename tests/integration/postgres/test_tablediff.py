@@ -7,6 +7,7 @@ module's own database ``tablediff_it`` in both clusters), then alters the target
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from psycopg2.extras import LoggingConnection
 
 from bascule.identifiers import split_qualified
 from bascule.postgres.tablediff import diff_table, recheck
@@ -238,11 +240,15 @@ def test_nulls_nan_and_infinity_are_values_of_their_own(conns) -> None:
         8: (("a", "b", 0, "NaN", t0), ("a", "b", 0, "Infinity", t0)),
         12: (("a", "b", 0, 0, None), ("a", "b", 0, 0, "infinity")),
         13: (("a", "b", 0, 0, "infinity"), ("a", "b", 0, 0, "-infinity")),
-        14: (("a", "b", 0, 0, "epoch"), ("a", "b", 0, 0, "-infinity")),  # same hashed value, told by the state
+        14: (("a", "b", 0, 0, "epoch"), ("a", "b", 0, 0, "-infinity")),  # -infinity is no interval from the epoch
         15: (("a", "b", 0, 0, t0), ("a", "b", 0, 0, "2025-01-01 00:00:00.000001+00")),
+        # Equal by the type's "=" but not as text: the diff holds the text (tablediff_hashing).
+        16: (("a", "b", "1.0", 0, t0), ("a", "b", "1.00", 0, t0)),  # the recorded precision
+        17: (("a", "b", 0, "-0", t0), ("a", "b", 0, "0", t0)),
     }
-    same = {  # equal by the type's equality on both sides
-        9: (("a", "b", "1.0", "-0", t0), ("a", "b", "1.00", "0", "2025-01-01 01:00+01")),
+    same = {  # the same text on both sides
+        9: (("a", "b", "1.0", 0, t0), ("a", "b", "1.0", 0, "2025-01-01 01:00+01")),  # one instant, one UTC text
+        18: (("a", "b", "-0.0", 0, t0), ("a", "b", "0.0", 0, t0)),  # numeric has no -0: both read 0.0
         10: ((None, None, None, None, None), (None, None, None, None, None)),
         11: (("a", "b", "NaN", "NaN", "infinity"), ("a", "b", "NaN", "NaN", "infinity")),
     }
@@ -469,3 +475,120 @@ def test_runs_in_its_own_read_only_transaction_and_refuses_an_open_one(pg_pair, 
         assert error.value.side == "target"
         assert target.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS  # left untouched
         target.rollback()
+
+
+# -- whole-table fingerprints first ----------------------------------------------------
+
+
+@pytest.fixture
+def logged(pg_pair, conns) -> Iterator[tuple[Any, Any, list[io.StringIO]]]:
+    """Connections to both sides (to ``conns``' database) that log every statement sent."""
+    logs = [io.StringIO(), io.StringIO()]
+    conns = []
+    for cluster, log in zip(pg_pair, logs, strict=True):
+        conn = psycopg2.connect(cluster.dsn(DATABASE), connection_factory=LoggingConnection)
+        conn.initialize(log)
+        conn.autocommit = True
+        conns.append(conn)
+    try:
+        yield conns[0], conns[1], logs
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _forget(logs: list[io.StringIO]) -> None:
+    """Empty the logs: what follows is the diff's own statements."""
+    for log in logs:
+        log.seek(0)
+        log.truncate()
+
+
+def _segment_queries(logs: list[io.StringIO]) -> int:
+    return sum(log.getvalue().count("GROUP BY") for log in logs)
+
+
+def _create_fingerprinted(conns: tuple[Any, Any]) -> None:
+    on_both(
+        conns,
+        """
+        DROP TABLE IF EXISTS fingerprinted;
+        CREATE TABLE fingerprinted (id int PRIMARY KEY, label text, note text, amount numeric(8,2));
+        INSERT INTO fingerprinted SELECT g, 'row ' || g, CASE WHEN g % 5 = 0 THEN NULL ELSE 'n' || g END, g / 4.0
+        FROM generate_series(1, 5000) g;
+        """,
+    )
+
+
+FINGERPRINTED = TableSpec("public", "fingerprinted", ["id"], ["id", "label", "note", "amount"])
+
+
+def test_equal_tables_are_settled_by_the_fingerprints_without_a_segment_query(logged) -> None:
+    source, target, logs = logged
+    _create_fingerprinted((source, target))
+    _forget(logs)
+    diff = diff_table(source, target, FINGERPRINTED)
+    assert diff.equal and (diff.source_rows, diff.target_rows) == (5000, 5000)
+    assert (diff.method, diff.segments, diff.segments_bisected) == ("fingerprint", 0, 0)
+    assert _segment_queries(logs) == 0
+    for log in logs:  # one ungrouped aggregate per side, the checksum of the segments
+        assert log.getvalue().count("bit_xor(") == 1
+
+
+@pytest.mark.parametrize(
+    ("side", "change", "key", "kind"),
+    [
+        (1, "UPDATE fingerprinted SET label = 'row 4321.' WHERE id = 4321", 4321, "changed"),
+        (1, "DELETE FROM fingerprinted WHERE id = 4321", 4321, "missing_on_target"),
+        (0, "DELETE FROM fingerprinted WHERE id = 4321", 4321, "extra_on_target"),
+        (1, "UPDATE fingerprinted SET note = '' WHERE id = 4320", 4320, "changed"),  # NULL on the source
+        (0, "UPDATE fingerprinted SET note = '' WHERE id = 4320", 4320, "changed"),  # NULL on the target
+        (1, "UPDATE fingerprinted SET amount = -amount WHERE id = 4321", 4321, "changed"),
+    ],
+)
+def test_one_differing_row_fails_the_fingerprints_and_segments_name_it(
+    logged, side: int, change: str, key: int, kind: str
+) -> None:
+    source, target, logs = logged
+    _create_fingerprinted((source, target))
+    run((source, target)[side], change)
+    _forget(logs)
+    diff = diff_table(source, target, FINGERPRINTED)
+    assert found(diff) == {(key,): kind}
+    assert diff.method == "key_range" and diff.segments >= 1
+    assert _segment_queries(logs) >= 2  # the fingerprints differed: each side's segments were read
+
+
+def test_types_equal_by_their_operator_but_not_as_text_are_told_apart(conns) -> None:
+    # Each of these pairs compares equal with "=" (and hashes alike with the type's own
+    # hash) but reads differently: the diff must report it (tablediff_hashing docstring).
+    source, target = conns
+    for conn, f_type, c_type in ((source, "float4", "inet"), (target, "float8", "cidr")):
+        run(
+            conn,
+            f"""
+            DROP TABLE IF EXISTS textual;
+            CREATE TABLE textual (id int PRIMARY KEY, span interval, doc jsonb, code bpchar, fixed char(4),
+                                  ratio {f_type}, net {c_type}, flt float8, num numeric);
+            INSERT INTO textual SELECT g, g * interval '1 day', jsonb_build_object('v', g), 'c' || g, 'f' || g % 9,
+                   0.5, '10.0.0.0/8', g, g / 4.0
+            FROM generate_series(1, 300) g;
+            """,
+        )
+    spec = TableSpec("public", "textual", ["id"], ["id", "span", "doc", "code", "fixed", "ratio", "net", "flt", "num"])
+    assert diff_table(source, target, spec).method == "fingerprint"  # same text everywhere: equal, fast
+    run(source, "UPDATE textual SET span = '1 mon' WHERE id = 30")
+    run(target, "UPDATE textual SET span = '30 days' WHERE id = 30")
+    run(source, """UPDATE textual SET doc = '{"v": 1.0}' WHERE id = 31""")
+    run(target, """UPDATE textual SET doc = '{"v": 1.00}' WHERE id = 31""")
+    run(target, "UPDATE textual SET code = 'c32 ' WHERE id = 32")  # trailing blank kept by bare bpchar
+    run(target, "UPDATE textual SET fixed = 'f6 ' WHERE id = 33")  # char(4) pads alike: no difference
+    run(source, "UPDATE textual SET ratio = 0.1 WHERE id = 34")  # float4 0.1 is not float8 0.1
+    run(target, "UPDATE textual SET ratio = 0.1::float4::float8 WHERE id = 34")  # ... nor its text
+    run(target, "UPDATE textual SET flt = '-0' WHERE id = 35")
+    run(source, "UPDATE textual SET flt = 0 WHERE id = 35")
+    run(target, "UPDATE textual SET num = 9.250 WHERE id = 37")  # 9.25 on the source
+    run(target, "UPDATE textual SET num = -num WHERE id = 38")  # numeric's own hash ignores the sign
+    run(source, "UPDATE textual SET net = '10.0.0.1/32' WHERE id = 36")  # inet prints 10.0.0.1
+    run(target, "UPDATE textual SET net = '10.0.0.1/32' WHERE id = 36")  # cidr prints 10.0.0.1/32
+    assert found(diff_table(source, target, spec)) == {(k,): "changed" for k in (30, 31, 32, 34, 35, 36, 37, 38)}

@@ -259,3 +259,22 @@ def test_report_lists_the_encryption_the_lock_state_and_each_hds_rule_with_its_v
         assert re.search(rf"<code>{name}</code></td><td><span class=\"\w+\">{verdict}</span>", hds), name
     assert "source_location_exists" not in hds  # a preflight check, not a policy rule
     assert "SecNumCloud qualification is in progress" in hds and "SecNumCloud-qualified" not in page
+
+
+def test_report_shows_client_side_encryption_with_its_kek_and_the_deletion_mechanism() -> None:
+    records = build_chain(["inventory"])
+    checks = [
+        {"name": "policy_encryption_at_rest", "ok": True, "detail": "client-side",
+         "evidence": {"method": "client_side", "sse_c": False, "client_side_kek_md5": "Kek/MD5==",
+                      "bucket_default_encryption": ["AES256"]}},
+        {"name": "policy_client_side_sampled", "ok": True, "detail": "3 sampled object(s) carry the envelope"},
+    ]  # fmt: skip
+    policy = Record.build(
+        seq=2, kind="policy", at="t", actor="preflight", artifacts=[], prev=records[-1].hash, idempotency_key=None,
+        payload={"ok": True, "policy": {"ok": True, "checks": checks}, "when": "preflight"},
+    )  # fmt: skip
+    page = render_report([*records, policy], {})
+    hds = page[page.index("<h2>HDS rules</h2>") : page.index("<h2>Approvals</h2>")]
+    assert "client-side (AES-256-GCM frames" in hds and "key-encryption key MD5 Kek/MD5==" in hds
+    assert "bucket default encryption for compliant deletion: AES256" in hds
+    assert re.search(r"<code>policy_client_side_sampled</code></td><td><span class=\"\w+\">passed</span>", hds)

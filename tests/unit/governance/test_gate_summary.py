@@ -48,6 +48,16 @@ def test_body_leads_with_the_quorum_and_carries_the_evidence_summary() -> None:
     assert body.endswith("### Cutover of snapshot `s1`")
 
 
+def test_body_says_when_it_was_written_so_an_older_one_shows_its_age() -> None:
+    state = evaluate([_approve("approver1")], RULES, DIGEST)
+    evidence = EvidenceSummary(DIGEST, "PASS", "PASS", "http://x/bascule/workloads/w?run=r")
+    body = render_gate_body("d", state, ["approver1", "approver2"], evidence, as_of="2026-12-06 20:51:03 UTC")
+    assert body.splitlines()[2] == (
+        "_(as of 2026-12-06 20:51:03 UTC; the control room shows it live "
+        "([live state](http://x/bascule/workloads/w?run=r)))_"
+    )
+
+
 def test_record_for_the_control_room_and_verdicts_never_guessed() -> None:
     record = gate_record(evaluate([_approve("approver1")], RULES, DIGEST), ["approver1", "approver2"], DIGEST, None)
     assert (record["approved_by"], record["waiting_for"], record["required"]) == (["approver1"], ["approver2"], 2)

@@ -69,8 +69,9 @@ def test_the_counting_reader_without_progress_only_counts() -> None:
     os.close(read_fd)
 
 
-def test_the_table_diff_reports_segments_done_of_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    used = iter([300, 256])  # what each table's diff really used
+def _progress_of_two_tables(monkeypatch: pytest.MonkeyPatch, segments_used: list[int]) -> list[tuple[int, int]]:
+    """The progress calls of diffing a 150,000-row and a 10-row table whose diffs used these segments."""
+    used = iter(segments_used)
 
     def diff_table(source: Any, target: Any, spec: Any) -> Any:
         return SimpleNamespace(segments=next(used), differences=[])
@@ -88,8 +89,18 @@ def test_the_table_diff_reports_segments_done_of_all(monkeypatch: pytest.MonkeyP
         sides, SimpleNamespace(tables=tables), slot=None, live=False,
         progress=lambda done, total: (setattr(reporter, "total", total), reporter.update(done)),
     )  # fmt: skip
+    return reporter.calls
+
+
+def test_the_table_diff_reports_segments_done_of_all(monkeypatch: pytest.MonkeyPatch) -> None:
     # After the first table: its 300 done, the second's estimate (256, the minimum) still to do.
-    assert reporter.calls == [(300, 556), (556, 556)]
+    assert _progress_of_two_tables(monkeypatch, [300, 256]) == [(300, 556), (556, 556)]
+
+
+def test_a_table_settled_by_its_fingerprints_counts_its_estimate_as_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first table's fingerprints were equal (0 segments read): its estimate, 150,000 rows
+    # at 500 a segment, is done.
+    assert _progress_of_two_tables(monkeypatch, [0, 256]) == [(300, 556), (556, 556)]
 
 
 def test_the_trigger_hands_back_its_lag_history(monkeypatch: pytest.MonkeyPatch) -> None:

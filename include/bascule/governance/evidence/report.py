@@ -241,6 +241,12 @@ def _encryption(checks: list[tuple[dict[str, Any], Mapping[str, Any]]]) -> str:
         return "not recorded"
     if facts.get("sse_c") is True:
         return f"SSE-C (AES256), customer key MD5 {facts.get('sse_c_key_md5')}"
+    if facts.get("method") == "client_side":
+        return (
+            "client-side (AES-256-GCM frames, a data key per object wrapped with AES-KW), key-encryption key MD5 "
+            f"{facts.get('client_side_kek_md5')}; bucket default encryption for compliant deletion: "
+            f"{', '.join(facts.get('bucket_default_encryption') or ()) or 'none'}"
+        )
     defaults = facts.get("bucket_default_encryption")
     return f"no object encryption; bucket default encryption: {defaults or 'none'}"
 
