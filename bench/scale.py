@@ -63,6 +63,7 @@ OBJECT_SIZE = 1024
 PREFIX = "data/"
 CONTAINER = "scale"
 BUCKET = "scale-target"
+EVIDENCE_BUCKET = "scale-evidence"  # Bascule's records, never in the data bucket
 FLOOR_BUCKET = "scale-floor"
 WRITERS_POLICY = "writers"
 WORKLOAD_ID = "scale_bench"
@@ -511,6 +512,8 @@ def make_run(spec: dict[str, Any], impl: OldImpl, state: dict[str, Any]) -> Run:
     doc.update(id=WORKLOAD_ID, validation={"suites": []}, shadow_run={"jobs": []})
     doc["source"].update(container=CONTAINER, prefix=PREFIX)
     doc["target"].update(bucket=BUCKET, prefix=PREFIX)
+    if "evidence" in doc:  # an older checkout's manifest may have none
+        doc["evidence"].update(bucket=EVIDENCE_BUCKET)
     doc["transfer"].update(shards=1, concurrency=8)
     for section, values in impl.manifest_patch.items():
         doc[section] = {**doc.get(section, {}), **values}
@@ -518,8 +521,8 @@ def make_run(spec: dict[str, Any], impl: OldImpl, state: dict[str, Any]) -> Run:
     s3 = count_s3(s3_client(spec["moto"]))
     return Run(
         ObjectStoreWorkload.model_validate(doc), service, service.get_container_client(CONTAINER),
-        AzureBlobContainer(service, CONTAINER), S3Bucket(s3, BUCKET), EvidenceStore(s3, BUCKET, WORKLOAD_ID),
-        RoutingRegistry(s3, BUCKET), snapshot=state.get("snapshot", {}), final_key=state.get("final_key", ""),
+        AzureBlobContainer(service, CONTAINER), S3Bucket(s3, BUCKET), EvidenceStore(s3, EVIDENCE_BUCKET, WORKLOAD_ID),
+        RoutingRegistry(s3, EVIDENCE_BUCKET), snapshot=state.get("snapshot", {}), final_key=state.get("final_key", ""),
         final_count=state.get("final_count", 0), changed=[from_record(c) for c in state.get("changed", [])],
         deleted=state.get("deleted", []), n=spec["n"],
     )  # fmt: skip
@@ -608,7 +611,7 @@ def run_size(stand: Stand, n: int, impl: str, freeze_only: bool) -> dict[str, An
     seed_s = seed(stand.ports.azurite, n)
     print(f"  seeded in {seed_s:.1f} s ({n / seed_s:,.0f} objects/s)", flush=True)
     s3 = s3_client(stand.ports.moto)
-    for bucket in (BUCKET, FLOOR_BUCKET):
+    for bucket in (BUCKET, FLOOR_BUCKET, EVIDENCE_BUCKET):
         S3Bucket(s3, bucket).create(devstack.TARGET_REGION)
     spec = {"n": n, "impl": impl, "azurite": stand.ports.azurite, "moto": stand.ports.moto}
     names = [p for p in PHASES if p != "copy" or IMPLS[impl].separate_copy]

@@ -37,6 +37,7 @@ STATE = devstack.DEFAULT_STATE_DIR
 DEMO_WORKLOAD = "snds_extracts"
 DEMO_DAG = f"migrate_{DEMO_WORKLOAD}"
 DEMO_BUCKET = "hdh-snds-extracts"
+EVIDENCE_BUCKET = "hdh-migration-evidence"  # both workloads' evidence, under Object Lock
 PORTS = devstack.Ports(**devstack.DEMO_PORTS)
 PG_WORKLOAD = "hdh_registry"
 PG_DAG = f"migrate_{PG_WORKLOAD}"
@@ -124,7 +125,14 @@ def report_object_writes(writer: BlobWriter) -> bool:
         f"(bucket {DEMO_BUCKET}): "
         + ("all of them." if not missing else f"{len(missing)} NOT there: {missing[:10]}")
     )
-    return not missing
+    # The data bucket holds the source's objects and nothing else: Bascule's files are in the evidence bucket.
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=DEMO_BUCKET, Prefix="_bascule/")
+    own = [item["Key"] for page in pages for item in page.get("Contents", ())]
+    print(
+        f"{DEMO_WORKLOAD}: data bucket {DEMO_BUCKET} holds "
+        + (f"no Bascule file (evidence in s3://{EVIDENCE_BUCKET}/)." if not own else f"{len(own)} Bascule file(s): {own[:5]}")
+    )
+    return not missing and not own
 
 
 def trigger(operator: Api, dag_id: str) -> str:
@@ -234,7 +242,7 @@ def up() -> int:
             f"write to be refused; then {cutover['frozen_to_switch_seconds']:.0f} s of delta sync, parity and switch "
             f"in {cutover.get('delta_rounds', 1)} delta round(s))"
         )
-        print(f"Evidence: s3://{DEMO_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
+        print(f"Evidence: s3://{EVIDENCE_BUCKET}/_bascule/{DEMO_WORKLOAD}/snapshots/{snapshot['snapshot_id']}/")
         print(sse_c_proof())
         if not report_object_writes(blobs) or not report_consumer(operator):
             states[DEMO_DAG] = "failed"
@@ -250,7 +258,7 @@ def up() -> int:
             f"{writer.acknowledged():,} acknowledged writes: "
             + ("all on the target." if not missing else f"{len(missing)} MISSING: {missing[:5]}")
         )
-        print(f"Evidence: s3://hdh-migration-evidence/_bascule/{PG_WORKLOAD}/")
+        print(f"Evidence: s3://{EVIDENCE_BUCKET}/_bascule/{PG_WORKLOAD}/")
         if missing:
             states[PG_DAG] = "failed"
     for dag_id, run_id in runs.items():

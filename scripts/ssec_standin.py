@@ -18,7 +18,7 @@ this interceptor (on :class:`tests.faultproxy.FaultProxy`, so real HTTP clients 
 
 Objects written to moto around the proxy (``moto`` client directly) are "stored in clear":
 readable without a key, and a HEAD/GET *with* a key is refused with 400, as S3 does.
-Keys under ``exempt_prefix`` (Bascule's ``_bascule/`` evidence in the data bucket) pass untouched.
+No key is exempt: Bascule writes nothing of its own into a data bucket (its evidence has its own bucket).
 
 ``bucket=None`` (the demo's and the end-to-end tests' stand-in, started by
 ``scripts/devstack.py``): every bucket is watched, and a write without a key is stored in
@@ -69,7 +69,6 @@ class SseCStandIn:
     """The interceptor; ``requests`` counts what it saw per verdict (tests read it)."""
 
     bucket: str | None  # None: every bucket, and writes without a key are stored in clear
-    exempt_prefix: str = "_bascule/"
     objects: dict[str, str] = field(default_factory=dict)  # key -> key fingerprint
     uploads: dict[str, str] = field(default_factory=dict)  # upload id -> key fingerprint
     refused: list[tuple[str, str, int]] = field(default_factory=list)  # (operation, key, status)
@@ -82,7 +81,7 @@ class SseCStandIn:
     def _object_key(self, request: Request) -> str | None:
         """``bucket/key`` of an object request this stand-in rules on, else None."""
         bucket, _, key = request.path.lstrip("/").partition("/")
-        if self.bucket not in (None, bucket) or not key or key.startswith(self.exempt_prefix):
+        if self.bucket not in (None, bucket) or not key:
             return None
         return f"{bucket}/{key}"
 

@@ -1,9 +1,12 @@
 """Verify a Bascule run's hash-chained evidence, and write the auditor report.
 
-    python scripts/verify_evidence.py s3://bucket/_bascule/<workload>/runs/<run_key>/ \
+    python scripts/verify_evidence.py s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/ \
         [--endpoint-url URL] [--region R] [--report out.html] [--markdown out.md] \
         [--skip-artifacts] [--require-seal]
-    python scripts/verify_evidence.py --list s3://bucket/_bascule/<workload>/
+    python scripts/verify_evidence.py --list s3://<evidence bucket>/_bascule/<workload>/
+
+The evidence bucket is ``evidence.bucket`` in the workload's manifest (either kind): an object
+workload's data bucket holds the source's objects and nothing else.
 
 Credentials come from boto3's usual sources (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_ENDPOINT_URL, profiles). Exit status: 0 the chain verifies, 1 it is broken (the first

@@ -137,7 +137,10 @@ class PostgresTarget(_Strict):
 
 
 class EvidenceLocation(_Strict):
-    """An S3 bucket (Scaleway) for a postgres workload's evidence and its routing document.
+    """The S3 bucket (Scaleway) holding a workload's evidence and its routing document, of either kind.
+
+    Never the data bucket: an object workload's target bucket holds the source's objects
+    and nothing else, and the evidence is governed by this bucket's own settings.
 
     Under Object Lock by default: a bucket Bascule creates gets it (Scaleway allows it only
     at creation), each record is locked in ``lock_mode`` for ``retention_days``; an existing
@@ -371,6 +374,7 @@ class _WorkloadBase(_Strict):
     cutover: Cutover
     policy: Policy = Field(default_factory=Policy)
     notifications: Notifications = Field(default_factory=Notifications)
+    evidence: EvidenceLocation
 
 
 class ObjectStoreWorkload(_WorkloadBase):
@@ -391,6 +395,15 @@ class ObjectStoreWorkload(_WorkloadBase):
                 )
         return shadow_run
 
+    @model_validator(mode="after")
+    def _evidence_outside_the_data(self) -> ObjectStoreWorkload:
+        if self.evidence.bucket == self.target.bucket:
+            raise ValueError(
+                f"evidence.bucket '{self.evidence.bucket}' is the data bucket (target.bucket): the data bucket holds "
+                "the source's objects and nothing else; name a dedicated evidence bucket (docs/workloads.md#evidence)"
+            )
+        return self
+
     def target_key(self, source_key: str) -> str:
         return self.target.prefix + source_key[len(self.source.prefix) :]
 
@@ -399,7 +412,6 @@ class PostgresWorkload(_WorkloadBase):
     kind: Literal["postgres"]
     source: PostgresSource
     target: PostgresTarget
-    evidence: EvidenceLocation
     transfer: PostgresTransfer = Field(default_factory=PostgresTransfer)
     replication: Replication = Field(default_factory=Replication)
 
@@ -458,7 +470,7 @@ def _describe(error: dict[str, Any]) -> str:
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
     if kind == "missing":
-        return f"field '{field}': required field is missing"
+        return f"field '{field}': required field is missing{_MISSING_HINTS.get(field, '')}"
     if kind == "extra_forbidden":
         return f"field '{field}': unknown field (check its spelling in docs/workloads.md)"
     if kind == "union_tag_invalid":
@@ -472,6 +484,14 @@ def _describe(error: dict[str, Any]) -> str:
         return f"field '{field}': expected {error['ctx']['expected']}, got {error['input']!r}"
     return f"field '{field}': {message} (got {error['input']!r})"
 
+
+_MISSING_HINTS = {
+    "evidence": (
+        "; every workload names its own evidence bucket (Object Lock), never the data bucket: add "
+        "'evidence: {conn_id: ..., bucket: ..., region: fr-par, create_if_missing: true}' "
+        "(docs/workloads.md#evidence)"
+    ),
+}
 
 _PATTERN_HINTS = {
     WORKLOAD_ID_PATTERN: "a workload id of lowercase letters, digits and '_' (2-63 chars, starting with a letter)",

@@ -173,12 +173,22 @@ def postgres_sides(workload: Any) -> Any:
     return PgSides.connecting(source, target)
 
 
+def evidence_bucket(workload: Any) -> Any:
+    """The workload's evidence bucket (``evidence`` in its manifest, either kind): never the data bucket."""
+    return s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+
+
 def evidence_store(workload: Any) -> Any:
-    """The workload's evidence store: the target bucket (objects) or the evidence bucket (postgres)."""
+    """The workload's evidence files (``_bascule/<workload>/``) in its evidence bucket."""
     from bascule.governance.evidence.store import EvidenceStore
 
-    if workload.kind == "postgres":
-        bucket = s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
-        return EvidenceStore(bucket.client, workload.evidence.bucket, workload.id)
-    bucket = s3_bucket(workload.target.conn_id, workload.target.bucket)
-    return EvidenceStore(bucket.client, workload.target.bucket, workload.id)
+    bucket = evidence_bucket(workload)
+    return EvidenceStore(bucket.client, workload.evidence.bucket, workload.id)
+
+
+def routing_registry(workload: Any) -> Any:
+    """Where the workload is live (``_bascule/routing/<workload>.json``), in its evidence bucket."""
+    from bascule.governance.routing import RoutingRegistry
+
+    bucket = evidence_bucket(workload)
+    return RoutingRegistry(bucket.client, workload.evidence.bucket)

@@ -355,6 +355,8 @@ def _doc(workload: ObjectStoreWorkload | PostgresWorkload, display_path: str) ->
             f"- **Owner**: {workload.owner}",
             f"- **Source**: {source}",
             f"- **Target**: {target}, region `{workload.target.region}`",
+            f"- **Evidence**: bucket `{workload.evidence.bucket}` (`{workload.evidence.conn_id}`, Object Lock "
+            f"{'on' if workload.evidence.object_lock else 'off'})",
             f"- **Approvers**: {', '.join(workload.approvals.approvers)} ({workload.approvals.required} required)",
             f"- **Cutover window**: {', '.join(window.days)} {window.start:%H:%M}-{window.end:%H:%M} {window.timezone}",
             f"- **Manifest**: `{display_path}`",

@@ -22,9 +22,8 @@ def chain_for(workload: dict[str, Any], run_id: str) -> Any:
 
     model = clients.workload_model(workload)
     store = clients.evidence_store(model)
-    lock: dict[str, Any] = {}
-    if model.kind == "postgres":  # the manifest's lock mode and retention (objects: the chain's defaults)
-        lock = {"lock_mode": model.evidence.lock_mode, "retention": timedelta(days=model.evidence.retention_days)}
+    # The manifest's lock mode and retention, used when the evidence bucket has Object Lock.
+    lock = {"lock_mode": model.evidence.lock_mode, "retention": timedelta(days=model.evidence.retention_days)}
     return EvidenceChain(store.client, store.bucket, model.id, run_key_for(run_id), run_id=run_id, **lock)
 
 

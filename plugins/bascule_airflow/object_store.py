@@ -37,15 +37,15 @@ class _ObjectStorePhase(PhaseOperator):
 
         return clients.target_bucket(workload, bucket, concurrency=workload.transfer.concurrency)
 
-    def _evidence(self, workload: Any, target: Any) -> Any:
-        from bascule.governance.evidence.store import EvidenceStore
+    def _evidence(self, workload: Any) -> Any:
+        """The evidence store, in the workload's evidence bucket: the data bucket holds the source's objects only."""
+        from bascule_airflow import clients
 
-        return EvidenceStore(target.client, workload.target.bucket, workload.id)
+        return clients.evidence_store(workload)
 
     def _stores(self, workload: Any) -> tuple[Any, Any, Any]:
-        """Source container, target bucket and the evidence store in it."""
-        source, target = self._source(workload), self._target(workload)
-        return source, target, self._evidence(workload, target)
+        """Source container, target (data) bucket and the evidence store (evidence bucket)."""
+        return self._source(workload), self._target(workload), self._evidence(workload)
 
 
 class _SnapshotPhase(SnapshotPhaseOperator, _ObjectStorePhase):
@@ -63,11 +63,10 @@ class SnapshotOperator(_ObjectStorePhase):
         from bascule.objects.phases import snapshot_id_for, take_snapshot
 
         workload = self._model()
-        target = self._target(workload)
         snapshot_id = snapshot_id_for(context["run_id"], context["ti"].try_number)
         self.log.info("taking snapshot %s of %s", snapshot_id, workload.source.container)
         try:
-            record = take_snapshot(workload, self._source(workload), self._evidence(workload, target), snapshot_id)
+            record = take_snapshot(workload, self._source(workload), self._evidence(workload), snapshot_id)
         except BasculeError as exc:
             self._fail_or_retry(exc)
         self.log.info(
@@ -115,7 +114,7 @@ class TransferShardOperator(_SnapshotPhase):
                 workload,
                 self._source(workload),
                 target,
-                self._evidence(workload, target),
+                self._evidence(workload),
                 self.snapshot,
                 self.shard_index,
                 context["ti"].try_number,
@@ -258,7 +257,6 @@ class CutoverOperator(_SnapshotPhase):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from bascule.exceptions import BasculeError
-        from bascule.governance.routing import RoutingRegistry
         from bascule.objects.phases import TransferIncomplete, cutover
         from bascule_airflow import clients
 
@@ -273,8 +271,8 @@ class CutoverOperator(_SnapshotPhase):
                 source=source,
                 target=target,
                 target_for=lambda bucket: self._target(workload, bucket),
-                evidence=self._evidence(workload, target),
-                routing=RoutingRegistry(target.client, workload.target.bucket),
+                evidence=self._evidence(workload),
+                routing=clients.routing_registry(workload),
                 snapshot=self.snapshot,
                 run_id=context["run_id"],
                 attempt=context["ti"].try_number,
@@ -306,11 +304,12 @@ class CutoverOperator(_SnapshotPhase):
         return result
 
     def _enforce_policy(self, context: Any, workload: Any, target: Any, moment: str) -> None:
-        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_object_target
+        from bascule_airflow import clients
+        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_evidence_bucket, enforce_object_target
 
-        enforce_at_cutover(
-            context, self.workload, [lambda: enforce_object_target(workload, target)], moment, self.runbook()
-        )
+        evidence_bucket = clients.evidence_bucket(workload)
+        checks = [lambda: enforce_object_target(workload, target), lambda: enforce_evidence_bucket(workload, evidence_bucket)]
+        enforce_at_cutover(context, self.workload, checks, moment, self.runbook())
 
 
 class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
@@ -321,14 +320,12 @@ class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from bascule.governance.routing import RoutingRegistry
         from bascule.objects.freeze import unfreeze
         from bascule_airflow import clients
 
         reason = self._start_rollback(context)
         workload = self._model()
-        target = self._target(workload)
-        routing = RoutingRegistry(target.client, workload.target.bucket)
+        routing = clients.routing_registry(workload)
         current, _ = routing.read(workload.id)
         switched = False
         if current is not None:
@@ -350,7 +347,7 @@ class RollbackOperator(RollbackPhaseOperator, _ObjectStorePhase):
             "run_id": context["run_id"],
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        evidence = self._evidence(workload, target)
+        evidence = self._evidence(workload)
         key = evidence.put_json(f"rollbacks/{context['run_id']}-try{context['ti'].try_number}.json", record)
         append(context, self.workload, "rollback", record, [key])
         self._seal_if_requested(context)
@@ -372,7 +369,6 @@ class RecordCompletionOperator(_ObjectStorePhase):
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         workload = self._model()
-        target = self._target(workload)
         summary = {
             "workload": workload.id,
             "run_id": context["run_id"],
@@ -385,10 +381,10 @@ class RecordCompletionOperator(_ObjectStorePhase):
         }
         sid = (summary["snapshot"] or {}).get("snapshot_id", "unknown")
         key = self._record_completion(
-            context, self._evidence(workload, target), f"snapshots/{sid}/completed-try{ti.try_number}.json", summary
+            context, self._evidence(workload), f"snapshots/{sid}/completed-try{ti.try_number}.json", summary
         )
         self.log.info(
-            "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.target.bucket, key
+            "migration of %s complete; evidence summary at s3://%s/%s", workload.id, workload.evidence.bucket, key
         )
         return {"summary_key": key}
 

@@ -19,22 +19,39 @@ def deployment() -> Any:
 
 
 def enforce_object_target(workload: Any, bucket: Any) -> Any:
-    """The target bucket's rules (TLS, encryption, no archive, not public, region); raises PolicyViolation.
+    """An object workload's data bucket: TLS, encryption, no lifecycle, not public, region; raises PolicyViolation.
 
-    For an object workload's data bucket (health data) every object must be SSE-C: the
-    bucket's key is checked, and sampled objects must answer 400 to a HEAD without it.
-    A postgres workload's evidence bucket holds no health data: its default encryption suffices.
+    It holds health data, so every object must be SSE-C (the bucket's key is checked, and
+    sampled objects must answer 400 to a HEAD without it) or client-side encrypted (the KEK).
     """
+    key = bucket.sse_c.key if getattr(bucket, "sse_c", None) is not None else None
+    return _enforce_bucket(
+        bucket, key, workload.target.region, health_data=True, sample_prefix=workload.target.prefix
+    )
+
+
+def enforce_evidence_bucket(workload: Any, bucket: Any) -> Any:
+    """A workload's evidence bucket (either kind): the same rules; it holds no health data, so its
+    default encryption suffices.
+
+    An object workload records it beside its data bucket's verdict: its rules are named
+    ``evidence_policy_*`` (as at preflight), so no reader takes them for the data's.
+    """
+    from dataclasses import replace
+
+    report = _enforce_bucket(bucket, None, workload.evidence.region, health_data=False, sample_prefix=None)
+    if workload.kind != "object_store":
+        return report
+    return replace(report, checks=tuple(replace(c, name=f"evidence_{c.name}") for c in report.checks))
+
+
+def _enforce_bucket(bucket: Any, key: bytes | None, region: str, *, health_data: bool, sample_prefix: str | None) -> Any:
     from bascule.governance.object_policy import enforce_object_target_policy
 
-    data = workload.kind == "object_store"
-    key = bucket.sse_c.key if getattr(bucket, "sse_c", None) is not None else None
     kek = bucket.client_side.key if getattr(bucket, "client_side", None) is not None else None
     return enforce_object_target_policy(
         bucket.client, bucket.bucket, bucket.endpoint, deployment=deployment(), sse_customer_key=key,
-        client_side_kek=kek,
-        expected_region=workload.target.region if data else workload.evidence.region,
-        health_data=data, sample_prefix=workload.target.prefix if data else None,
+        client_side_kek=kek, expected_region=region, health_data=health_data, sample_prefix=sample_prefix,
     )  # fmt: skip
 
 

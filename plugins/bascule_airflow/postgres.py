@@ -41,11 +41,9 @@ class _PostgresPhase(PhaseOperator):
         return clients.evidence_store(workload)
 
     def _routing(self, workload: Any) -> Any:
-        from bascule.governance.routing import RoutingRegistry
         from bascule_airflow import clients
 
-        bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
-        return RoutingRegistry(bucket.client, workload.evidence.bucket)
+        return clients.routing_registry(workload)
 
     def runbook_section(self) -> str:
         return f"postgres-{self.phase.replace('_', '-')}"
@@ -396,15 +394,15 @@ class PgCutoverOperator(_SnapshotPhase):
 
     def _enforce_policy(self, context: Any, workload: Any, moment: str) -> None:
         from bascule_airflow import clients
-        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_object_target, enforce_postgres_target
+        from bascule_airflow.policy_gate import enforce_at_cutover, enforce_evidence_bucket, enforce_postgres_target
 
-        evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+        evidence_bucket = clients.evidence_bucket(workload)
         enforce_at_cutover(
             context,
             self.workload,
             [
                 lambda: enforce_postgres_target(self._sides(workload)),
-                lambda: enforce_object_target(workload, evidence_bucket),
+                lambda: enforce_evidence_bucket(workload, evidence_bucket),
             ],
             moment,
             self.runbook(),

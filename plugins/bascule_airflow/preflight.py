@@ -68,6 +68,7 @@ def _object_store_report(workload_json: dict[str, Any], manifest_path: str, dry_
         manifest_path,
         clients.blob_container(workload.source.conn_id, workload.source.container),
         target,
+        clients.evidence_bucket(workload),  # every record goes there, never into the data bucket
         dry_run=dry_run,
         deployment=policy_gate.deployment(),
         sse_customer_key=target.sse_c.key if target.sse_c is not None else None,
@@ -96,22 +97,18 @@ def _postgres_report(workload_json: dict[str, Any], manifest_path: str, dry_run:
 
 def _with_database_checks(report: Any, workload: Any, manifest_path: str, dry_run: bool) -> Any:
     """Both servers answer: now check replication readiness, keys, roles and the evidence bucket."""
-    from bascule.governance.evidence.lock import check_evidence_object_lock
     from bascule.postgres.preflight import preflight_checks
     from bascule.preflight import PreflightReport
     from bascule_airflow import clients
     from bascule_airflow.policy_gate import deployment
 
-    evidence_bucket = clients.s3_bucket(workload.evidence.conn_id, workload.evidence.bucket)
+    evidence_bucket = clients.evidence_bucket(workload)
     sides = clients.postgres_sides(workload)
     extra = preflight_checks(
         workload, sides, evidence_bucket, manifest_path, dry_run=dry_run, deployment=deployment(),
     )  # fmt: skip
     extra += _managed_target(workload, sides, deployment(), dry_run)
-    # After the bucket check, which creates a missing bucket (with Object Lock) unless this is a dry run.
-    exists = evidence_bucket.region() is not None
-    lock = check_evidence_object_lock(evidence_bucket.client, workload.evidence, manifest_path, exists=exists)
-    return PreflightReport(report.workload_id, [*report.checks, *extra, lock], retryable=False)
+    return PreflightReport(report.workload_id, [*report.checks, *extra], retryable=False)
 
 
 def _managed_target(workload: Any, sides: Any, deployment_kind: str, dry_run: bool) -> list[Any]:

@@ -69,8 +69,9 @@ def _manifest(directory: Path, file_name: str, workload_id: str, *, region: str 
     """A copy of the shipped demo manifest, text-edited so its shape (quoted times...) is kept."""
     text = TEMPLATE.read_text(encoding="utf-8")
     text, ids = re.subn(r"(?m)^id: .*$", f"id: {workload_id}", text)
-    text, regions = re.subn(r"(?m)^(\s+region:) .*$", rf"\1 {region}", text)
-    assert (ids, regions) == (1, 1), "the demo manifest changed shape: update this helper"
+    # The target's region (the first); the evidence bucket's stays fr-par.
+    text, regions = re.subn(r"(?m)^(\s+region:) .*$", rf"\1 {region}", text, count=1)
+    assert (ids, regions, text.count("  region: ")) == (1, 1, 2), "the demo manifest changed shape: update this helper"
     path = directory / file_name
     path.write_text(text, encoding="utf-8")
     return path

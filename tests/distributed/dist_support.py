@@ -13,13 +13,14 @@ OBJECT_WORKLOAD = "dist_objects"
 REDIS_DB = 11
 
 
-CONTAINER, BUCKET = "dist-objects-src", "dist-objects-dst"
+CONTAINER, BUCKET, EVIDENCE_BUCKET = "dist-objects-src", "dist-objects-dst", "dist-objects-evidence"
 
 
 def object_manifest() -> dict:
     data = json.loads(json.dumps(TEMPLATE))
     data["id"] = OBJECT_WORKLOAD
     data["source"]["container"], data["target"]["bucket"] = CONTAINER, BUCKET
+    data["evidence"]["bucket"] = EVIDENCE_BUCKET
     # Four shards over two workers of two slots; two threads each keep a shard slow enough
     # for a worker to be killed in the middle of it.
     data["transfer"] = {"shards": 4, "concurrency": 2, "part_size_mib": 5}

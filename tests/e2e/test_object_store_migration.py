@@ -1,7 +1,8 @@
 """Object-store migrations through a real Airflow (scheduler, API server, triggerer) and the REST API.
 
 One ``airflow standalone`` serves the module. Each test owns one workload (its own
-container and bucket), so tests do not disturb each other. Approvals are given over
+container and data bucket; the workloads share one evidence bucket under Object Lock, each
+under its own prefix), so tests do not disturb each other. Approvals are given over
 the REST API by ``approver1``, never by the ``operator`` who triggered the run.
 """
 
@@ -38,6 +39,7 @@ WORKLOADS = (
     "e2e_bypass",
 )
 DOCUMENTS = DocumentsSpec(documents=40, large_files=1, large_size=6 * 1024 * 1024)
+EVIDENCE_BUCKET = "e2e-objects-evidence"  # created by the first preflight, with Object Lock
 
 
 def _container_name(workload: str) -> str:
@@ -53,6 +55,7 @@ def _manifest(workload: str) -> dict:
     data["id"] = workload
     data["source"]["container"] = _container_name(workload)
     data["target"]["bucket"] = _bucket_name(workload)
+    data["evidence"]["bucket"] = EVIDENCE_BUCKET
     data["transfer"] = {"shards": 2, "concurrency": 4, "part_size_mib": 5}
     data["approvals"] = {"approvers": ["approver1", "approver2"], "required": 1, "timeout_minutes": 60}
     if workload == "e2e_timeout":
@@ -132,11 +135,11 @@ def _source_objects(container: ContainerClient) -> dict[str, tuple[bytes, str | 
 
 
 def _target_objects(s3, bucket: str) -> dict[str, tuple[bytes, str | None, dict]]:
+    """Every object of the data bucket: nothing is skipped, Bascule writes nothing of its own there."""
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", ()):
-            if item["Key"].startswith("_bascule/"):
-                continue
+            assert item["Key"] not in found, f"{item['Key']} listed twice"
             answer = s3.get_object(Bucket=bucket, Key=item["Key"])
             found[item["Key"]] = (answer["Body"].read(), answer.get("ContentType"), answer.get("Metadata", {}))
     return found
@@ -144,14 +147,14 @@ def _target_objects(s3, bucket: str) -> dict[str, tuple[bytes, str | None, dict]
 
 def _routing(s3, workload: str) -> dict | None:
     try:
-        answer = s3.get_object(Bucket=_bucket_name(workload), Key=f"_bascule/routing/{workload}.json")
+        answer = s3.get_object(Bucket=EVIDENCE_BUCKET, Key=f"_bascule/routing/{workload}.json")
     except s3.exceptions.NoSuchKey:
         return None
     return json.loads(answer["Body"].read())
 
 
 def _evidence(s3, workload: str, suffix: str) -> list[dict]:
-    bucket = _bucket_name(workload)
+    bucket = EVIDENCE_BUCKET
     keys = [
         item["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"_bascule/{workload}/")
@@ -169,7 +172,9 @@ def _responses(s3, workload: str) -> list[dict]:
 def _assert_target_matches_source(azure: BlobServiceClient, s3, workload: str) -> None:
     source = _source_objects(azure.get_container_client(_container_name(workload)))
     target = _target_objects(s3, _bucket_name(workload))
-    assert sorted(target) == sorted(source), "the target must hold exactly the source's objects"
+    # Same names, same count, nothing else: no evidence, approval, routing or report file among them.
+    assert sorted(target) == sorted(source), f"extra in the data bucket: {sorted(set(target) - set(source))[:10]}"
+    assert len(target) == len(source)
     for key, (body, content_type, metadata) in source.items():
         t_body, t_type, t_meta = target[key]
         assert hashlib.md5(t_body).digest() == hashlib.md5(body).digest(), f"bytes differ for {key!r}"
@@ -233,6 +238,37 @@ def test_full_migration_then_idempotent_rerun_then_rollback(
     )
     history = [h["live"] for h in _routing(s3, "e2e_full")["history"]]
     assert history == ["azure", "scaleway", "azure"], history
+    _assert_evidence_verifies_locked(s3, run_id)
+
+
+def _assert_evidence_verifies_locked(s3, run_id: str) -> None:
+    """The first run's chain verifies from the evidence bucket, each record locked; a locked record
+    cannot be deleted, and an overwrite on top of it is reported by the verifier."""
+    from botocore.exceptions import ClientError
+
+    from bascule.governance.evidence.records import run_key_for
+    from bascule.governance.evidence.verify import verify
+
+    lock = s3.get_object_lock_configuration(Bucket=EVIDENCE_BUCKET)["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled" and lock["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
+    result = verify(s3, EVIDENCE_BUCKET, "e2e_full", run_key_for(run_id))
+    assert result.ok and result.sealed and result.object_lock, result.summary()
+    assert result.records >= 8 and len(result.locks) == result.records
+    assert {entry["mode"] for entry in result.locks} == {"COMPLIANCE"}, result.locks
+    assert all(entry["retain_until"] for entry in result.locks)
+
+    first = f"_bascule/e2e_full/runs/{run_key_for(run_id)}/chain/000001.json"
+    version = s3.head_object(Bucket=EVIDENCE_BUCKET, Key=first)["VersionId"]
+    with pytest.raises(ClientError):
+        s3.delete_object(Bucket=EVIDENCE_BUCKET, Key=first, VersionId=version)
+    s3.put_object(Bucket=EVIDENCE_BUCKET, Key=first, Body=b'{"forged": true}', ContentMD5=_md5_b64(b'{"forged": true}'))
+    forged = verify(s3, EVIDENCE_BUCKET, "e2e_full", run_key_for(run_id))
+    assert not forged.ok and forged.first_broken == 1, forged.summary()
+    assert s3.get_object(Bucket=EVIDENCE_BUCKET, Key=first, VersionId=version)["ObjectLockMode"] == "COMPLIANCE"
+
+
+def _md5_b64(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
 def test_reject_fails_the_run_and_nothing_cuts_over(azure, s3, operator, approver) -> None:

@@ -65,13 +65,20 @@ def test_preflight_passes_and_creates_target_bucket(
     airflow_db, source_container, tmp_path, monkeypatch, capfd, standins, s3_client
 ):
     _manifest(
-        tmp_path, "preflight_ok", source={"container": source_container}, target={"bucket": "preflight-ok-bucket"}
-    )
+        tmp_path, "preflight_ok", source={"container": source_container}, target={"bucket": "preflight-ok-bucket"},
+        evidence={"bucket": "preflight-ok-evidence"},
+    )  # fmt: skip
     state, tasks, log = _run("migrate_preflight_ok", tmp_path, monkeypatch, capfd)
     assert (state, tasks) == ("success", {"preflight": "success"}), log[-4000:]
     assert "PASS target_bucket_region: bucket 'preflight-ok-bucket' is in region 'fr-par'" in log
 
     assert s3_client.get_bucket_location(Bucket="preflight-ok-bucket")["LocationConstraint"] == "fr-par"
+    # The evidence bucket, created locked; the preflight's record went there, none into the data bucket.
+    assert "PASS evidence_object_lock: evidence bucket 'preflight-ok-evidence' has Object Lock" in log
+    lock = s3_client.get_object_lock_configuration(Bucket="preflight-ok-evidence")["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    assert s3_client.list_objects_v2(Bucket="preflight-ok-evidence", Prefix="_bascule/preflight_ok/")["KeyCount"] >= 1
+    assert s3_client.list_objects_v2(Bucket="preflight-ok-bucket")["KeyCount"] == 0
 
 
 def test_wrong_account_key_fails_naming_the_credential(

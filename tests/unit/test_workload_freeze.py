@@ -20,6 +20,7 @@ description: Synthetic extracts.
 owner: data-platform
 source: {conn_id: hdh_azure_blob, container: demo-extracts}
 target: {conn_id: hdh_scaleway_s3, bucket: hdh-demo-extracts, region: fr-par}
+evidence: {conn_id: hdh_scaleway_s3, bucket: hdh-migration-evidence, region: fr-par}
 approvals: {approvers: [approver1]}
 cutover:
   window: {timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}

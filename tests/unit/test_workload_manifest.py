@@ -44,6 +44,7 @@ target:
   prefix: ""
   region: fr-par
   create_if_missing: true
+evidence: {conn_id: hdh_scaleway_evidence, bucket: hdh-demo-evidence, region: fr-par}
 validation:
   suites: [demo_extracts_content]
 approvals:
@@ -470,6 +471,33 @@ def test_postgres_manifest_and_its_defaults(tmp_path: Path) -> None:
     assert workload.transfer.concurrency == 4
     assert workload.replication.max_lag_seconds == 30.0
     assert workload.slot_name() == "bascule_registry_catalogue"
+
+
+def test_object_store_manifest_without_evidence_names_the_field_and_the_fix(tmp_path: Path) -> None:
+    text = os_edit("evidence: {conn_id: hdh_scaleway_evidence, bucket: hdh-demo-evidence, region: fr-par}\n", "")
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(tmp_path / "extracts.yaml", text)
+    message = str(error.value)
+    assert "extracts.yaml" in message
+    assert "field 'evidence': required field is missing" in message
+    assert "never the data bucket" in message and "docs/workloads.md#evidence" in message
+
+
+def test_object_store_evidence_bucket_cannot_be_the_data_bucket(tmp_path: Path) -> None:
+    text = os_edit("bucket: hdh-demo-evidence,", "bucket: hdh-demo-extracts,")
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(tmp_path / "extracts.yaml", text)
+    assert "evidence.bucket 'hdh-demo-extracts' is the data bucket (target.bucket)" in str(error.value)
+
+
+def test_object_store_evidence_is_locked_by_default_or_justified(tmp_path: Path) -> None:
+    workload = parse_manifest(tmp_path / "extracts.yaml", OBJECT_STORE)
+    assert (workload.evidence.bucket, workload.evidence.object_lock) == ("hdh-demo-evidence", True)
+    assert (workload.evidence.lock_mode, workload.evidence.retention_days) == ("COMPLIANCE", 2190)
+    unjustified = os_edit("region: fr-par}", "region: fr-par, object_lock: false}")
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(tmp_path / "extracts.yaml", unjustified)
+    assert "evidence.object_lock: false needs an evidence.justification" in str(error.value)
 
 
 def test_postgres_manifest_needs_application_roles_and_evidence(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ rule takes a sample of the objects under the workload's prefix and, for each:
   not one rotated away.
 
 A bucket with nothing written yet passes and says so (preflight before the first copy);
-the cutover re-check runs on the copied objects. Bascule's own files under ``_bascule/``
-are not data and are not sampled (docs/security.md says what that leaves open).
+the cutover re-check runs on the copied objects. Every object of the data bucket is data:
+Bascule's evidence is in its own bucket, so nothing is skipped.
 
 moto ignores SSE-C (HEAD without the key answers 200), so on bare moto this rule fails,
 as it should: the tests run it against a strict stand-in that answers like Scaleway
@@ -28,7 +28,6 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bascule.exceptions import StoreAccessError
-from bascule.governance.evidence.store import EVIDENCE_ROOT
 from bascule.governance.policy import DOCS, CheckResult
 from bascule.storage.client_side import FORMAT, META_FORMAT, META_KEK
 from bascule.storage.client_side import RUNBOOK as CLIENT_SIDE_RUNBOOK
@@ -41,7 +40,7 @@ DEFAULT_SAMPLE = 20
 def _sample_keys(client: Any, bucket: str, prefix: str, size: int) -> list[str]:
     """Up to ``size`` data keys, spread over the first listing page (not only its first keys)."""
     answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
-    keys = [o["Key"] for o in answer.get("Contents", ()) if not o["Key"].startswith(EVIDENCE_ROOT)]
+    keys = [o["Key"] for o in answer.get("Contents", ())]
     step = max(1, len(keys) // size)
     return list(itertools.islice(keys[::step], size))
 

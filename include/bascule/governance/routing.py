@@ -1,7 +1,8 @@
 """Where a workload is live: the routing registry consumers read.
 
-One JSON document per workload, ``_bascule/routing/<workload>.json`` in the target
-bucket. Consumers (jobs, notebooks, APIs) read it to learn where to find the data;
+One JSON document per workload, ``_bascule/routing/<workload>.json`` in the workload's
+evidence bucket (``evidence.bucket``; never an object workload's data bucket, which holds
+the source's objects only). Consumers (jobs, notebooks, APIs) read it to learn where to find the data;
 switching a workload is rewriting that document. Writes are compare-and-swap on the
 document's ETag (``If-Match`` / ``If-None-Match``), so two runs can never switch the
 same workload at once without one of them noticing. The document keeps its history.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bascule.governance.bucket_rules import ARCHIVE_STORAGE_CLASSES
-from bascule.governance.evidence.store import EVIDENCE_ROOT, EvidenceStore
+from bascule.governance.evidence.store import EvidenceStore
 from bascule.objects.compare import compare
 from bascule.objects.transfer_records import TransferRecord, latest_records, record_files
 from bascule.storage.base import ObjectInfo
@@ -28,10 +28,10 @@ def target_inventory(target: S3Bucket, prefix: str) -> Iterator[ObjectInfo]:
     """A fresh listing of the target (key, size, ETag; 1,000 a page), in S3's key order.
 
     No HEAD per object: what the metadata used to prove, the transfer records prove
-    now (:mod:`bascule.objects.transfer_records`). Bascule's own files under
-    ``_bascule/`` are not part of the dataset.
+    now (:mod:`bascule.objects.transfer_records`). Every object listed is data: Bascule
+    writes nothing of its own into the data bucket (its evidence has its own bucket).
     """
-    return (o for o in target.iter_objects(prefix) if not o.key.startswith(EVIDENCE_ROOT))
+    return iter(target.iter_objects(prefix))
 
 
 def readback_md5(target: S3Bucket) -> Callable[[str], str]:

@@ -9,6 +9,7 @@ from azure.core.exceptions import AzureError
 
 from bascule.exceptions import StoreAccessError
 from bascule.governance.bucket_rules import check_encryption_at_rest, evaluate_bucket_rules, sse_customer_key_problem
+from bascule.governance.evidence.bucket import evidence_bucket_checks
 from bascule.governance.object_policy import check_bucket_region, check_endpoint_tls
 from bascule.governance.policy import CheckResult, Deployment, PolicyReport, check_target_region
 from bascule.objects.freeze_access_policy import WRITERS_RUNBOOK, missing_policy_message, read_policies
@@ -24,6 +25,7 @@ def preflight_object_store(
     manifest_path: str,
     source: AzureBlobContainer,
     target: S3Bucket,
+    evidence: S3Bucket,
     *,
     dry_run: bool = False,
     deployment: Deployment | None = None,
@@ -32,6 +34,9 @@ def preflight_object_store(
     client_side_kek: bytes | None = None,
 ) -> PreflightReport:
     """``dry_run`` reports what would be created instead of creating it.
+
+    ``evidence`` is the workload's evidence bucket (``evidence.bucket``): every Bascule record
+    goes there, never into ``target``, which holds the source's objects and nothing else.
 
     ``deployment`` (the Airflow Variable ``bascule_deployment``) turns on the
     sovereignty/HDS rules of :mod:`bascule.governance.policy` on the target bucket;
@@ -59,33 +64,7 @@ def preflight_object_store(
         # Not even a CreateBucket goes over a connection the policy refuses.
         transport_ok = tls.ok
 
-    try:
-        if not source.check_exists():
-            checks.add(
-                CheckResult(
-                    "source_location_exists",
-                    False,
-                    f"{source.describe()} does not exist; check source.container in {manifest_path} "
-                    f"and the account the connection '{workload.source.conn_id}' points to",
-                )
-            )
-        else:
-            prefix = workload.source.prefix
-            first = next(iter(source.iter_objects(prefix)), None)
-            where = f"{source.describe()} under prefix '{prefix}'"
-            checks.add(
-                CheckResult("source_location_exists", True, f"{where} holds blobs (first: '{first.key}')")
-                if first
-                else CheckResult(
-                    "source_location_exists",
-                    False,
-                    f"{where} holds no blob; check source.prefix in {manifest_path}",
-                )
-            )
-            if first:
-                checks.add(check_freeze(workload, manifest_path, source, container_client or source.container_client))
-    except StoreAccessError as exc:
-        checks.access_failed("source_reachable", exc)
+    _check_source(checks, workload, manifest_path, source, container_client or source.container_client)
 
     expected_region = workload.target.region
     if target.client_region and target.client_region != expected_region:
@@ -132,12 +111,66 @@ def preflight_object_store(
         checks.access_failed("target_reachable", exc)
         actual_region = None
 
+    _evidence_bucket(checks, workload, manifest_path, evidence, dry_run=dry_run, deployment=deployment)
     if deployment is not None:
         would_be_created = dry_run and actual_region is None and may_create
         keys = (sse_customer_key, client_side_kek)
         policy_checks += _bucket_policy(checks, workload, target, actual_region, keys, would_be_created)
         return checks.report(workload.id, PolicyReport(target.describe(), deployment, tuple(policy_checks)))
     return checks.report(workload.id)
+
+
+def _check_source(
+    checks: CheckCollector, workload: ObjectStoreWorkload, manifest_path: str, source: AzureBlobContainer, container: Any
+) -> None:
+    """The source container exists, holds blobs under the prefix, and can be frozen as the manifest says."""
+    try:
+        if not source.check_exists():
+            checks.add(
+                CheckResult(
+                    "source_location_exists",
+                    False,
+                    f"{source.describe()} does not exist; check source.container in {manifest_path} "
+                    f"and the account the connection '{workload.source.conn_id}' points to",
+                )
+            )
+        else:
+            prefix = workload.source.prefix
+            first = next(iter(source.iter_objects(prefix)), None)
+            where = f"{source.describe()} under prefix '{prefix}'"
+            checks.add(
+                CheckResult("source_location_exists", True, f"{where} holds blobs (first: '{first.key}')")
+                if first
+                else CheckResult(
+                    "source_location_exists",
+                    False,
+                    f"{where} holds no blob; check source.prefix in {manifest_path}",
+                )
+            )
+            if first:
+                checks.add(check_freeze(workload, manifest_path, source, container))
+    except StoreAccessError as exc:
+        checks.access_failed("source_reachable", exc)
+
+
+def _evidence_bucket(
+    checks: CheckCollector,
+    workload: ObjectStoreWorkload,
+    manifest_path: str,
+    evidence: S3Bucket,
+    *,
+    dry_run: bool,
+    deployment: Deployment | None,
+) -> None:
+    """The evidence bucket as a postgres workload's is checked: there or created with Object Lock, locked or justified."""
+    try:
+        for check in evidence_bucket_checks(
+            workload.evidence, evidence, manifest_path, dry_run=dry_run, deployment=deployment,
+            policy_name_prefix="evidence_",
+        ):  # fmt: skip
+            checks.add(check)
+    except StoreAccessError as exc:
+        checks.access_failed("evidence_reachable", exc)
 
 
 def _bucket_policy(

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from bascule.exceptions import BasculeError
-from bascule.governance.evidence.store import EVIDENCE_ROOT
 from bascule.storage.base import CONTENT_SETTINGS, MD5_KEY
 from bascule.storage.client_side import ClientSideKey, reveal
 from bascule.storage.encryption import SseCKey
@@ -32,8 +31,6 @@ def rotate_sse_c_key(target: S3Bucket, old: SseCKey, prefix: str = "") -> dict[s
     rotated = already = 0
     failed: list[str] = []
     for info in target.iter_objects(prefix):
-        if info.key.startswith(EVIDENCE_ROOT):
-            continue
         try:
             if target.head(info.key) is not None:  # readable with the new key: done by an earlier run
                 already += 1
@@ -65,8 +62,6 @@ def rewrap_client_side_key(target: S3Bucket, old: ClientSideKey, prefix: str = "
     rewrapped = already = 0
     failed: list[str] = []
     for info in target.iter_objects(prefix):
-        if info.key.startswith(EVIDENCE_ROOT):
-            continue
         try:
             answer = target.client.head_object(Bucket=target.bucket, Key=info.key)
             metadata = decode_metadata(answer.get("Metadata") or {})

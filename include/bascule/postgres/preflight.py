@@ -12,7 +12,8 @@ from contextlib import closing
 from typing import Any, Protocol
 
 from bascule.exceptions import StoreAccessError
-from bascule.governance import database_policy, object_policy, policy
+from bascule.governance import database_policy, policy
+from bascule.governance.evidence.bucket import evidence_bucket_checks
 from bascule.governance.evidence.store import EvidenceStore
 from bascule.governance.policy import CheckResult, check_target_region
 from bascule.postgres import catalog, cleanup, replication_checks, scope_checks
@@ -143,15 +144,10 @@ def preflight_checks(
             if not scoped:  # no target to ask which roles exist: the rest is read on the source
                 checks.extend(scope_checks.scope_checks(source, None, workload, inventory, manifest_path))
             checks.append(CheckResult("target_server", True, f"not checked in a dry run: {str(exc).splitlines()[0]}"))
-    bucket_check = _check_evidence_bucket(workload, evidence_bucket, manifest_path, dry_run=dry_run)
-    checks.append(bucket_check)
-    if bucket_check.ok and evidence_bucket.region() is not None:
-        checks.extend(
-            object_policy.evaluate_object_target_policy(
-                evidence_bucket.client, evidence_bucket.bucket, evidence_bucket.endpoint, deployment=deployment,
-                sse_customer_key=None, expected_region=workload.evidence.region,
-            )
-        )  # fmt: skip
+    # The same checks as an object workload's evidence bucket, and its Object Lock (docs/evidence.md#object-lock).
+    checks.extend(
+        evidence_bucket_checks(workload.evidence, evidence_bucket, manifest_path, dry_run=dry_run, deployment=deployment)
+    )
     return checks
 
 
@@ -175,34 +171,3 @@ def _check_application_roles(source: Any, roles: list[str], manifest_path: str) 
             "(the roles the applications write with: cutover makes them read-only)",
         )
     return CheckResult("application_roles", True, f"application role(s) {roles} exist (frozen at cutover)")
-
-
-def _check_evidence_bucket(
-    workload: PostgresWorkload, bucket: Any, manifest_path: str, *, dry_run: bool
-) -> CheckResult:
-    location = workload.evidence
-    region = bucket.region()
-    if region is None and location.create_if_missing and not dry_run:
-        bucket.create(location.region, object_lock=(location.lock_mode, location.retention_days) if location.object_lock else None)  # noqa: E501
-        return CheckResult(
-            "evidence_bucket", True, f"created evidence bucket {bucket.describe()} in '{location.region}'"
-        )
-    if region is None and location.create_if_missing:
-        return CheckResult(
-            "evidence_bucket", True, f"{bucket.describe()} would be created in '{location.region}' (dry run)"
-        )
-    if region is None:
-        return CheckResult(
-            "evidence_bucket",
-            False,
-            f"evidence bucket {bucket.describe()} does not exist; create it in '{location.region}' or set "
-            f"evidence.create_if_missing: true in {manifest_path}",
-        )
-    if region != location.region:
-        return CheckResult(
-            "evidence_bucket",
-            False,
-            f"evidence bucket {bucket.describe()} is in '{region}', the manifest says '{location.region}' "
-            f"(evidence.region in {manifest_path})",
-        )
-    return CheckResult("evidence_bucket", True, f"evidence bucket {bucket.describe()} in '{region}'")

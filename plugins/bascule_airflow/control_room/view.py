@@ -134,4 +134,4 @@ def report_uri(values: dict[tuple[str, str, int], Any], report: str, workload: A
     if workload.kind == "postgres":
         return validate.get("diff_uri")
     key = (validate.get("parity") or {}).get("report_key")
-    return f"s3://{workload.target.bucket}/{key}" if key else None
+    return f"s3://{workload.evidence.bucket}/{key}" if key else None

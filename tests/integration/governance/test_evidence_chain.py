@@ -292,6 +292,7 @@ def test_cli_exit_codes_and_report(s3_client: Any, tmp_path: Path) -> None:
     assert missing.returncode == 2 and "NoSuchBucket" in missing.stderr
     empty = run_cli(s3_client, f"s3://{bucket}/_bascule/{WORKLOAD}/runs/no-such-run/")
     assert empty.returncode == 2 and "no evidence chain" in empty.stderr
+    assert "evidence.bucket in its manifest" in empty.stderr  # where to look instead
 
 
 def test_cli_require_seal_fails_an_open_chain(s3_client: Any) -> None:

@@ -7,6 +7,7 @@ COMPLIANCE retention, which S3 and Scaleway do: that part rests on the provider.
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_every_writer_into_a_locked_evidence_bucket_sends_the_content_md5_it_req
     import boto3
     from botocore.config import Config
 
-    from bascule.governance.evidence.store import EvidenceStore
+    from bascule.governance.evidence.store import EvidenceExists, EvidenceStore
     from bascule.governance.routing import Location, RoutingRegistry
     from bascule.objects.copy_config import recommended_s3_config
 
@@ -103,7 +104,13 @@ def test_every_writer_into_a_locked_evidence_bucket_sends_the_content_md5_it_req
     )  # fmt: skip
     bucket = f"ev-lock-{uuid.uuid4().hex[:12]}"
     S3Bucket(s3_client, bucket).create("fr-par", object_lock=("COMPLIANCE", 1))
-    EvidenceStore(s3_client, bucket, "w").put_json("a.json", {"ok": True})
+    store = EvidenceStore(s3_client, bucket, "w")
+    store.put_json("a.json", {"ok": True})
+    # Inventories and transfer records (an object workload's, spooled files) go the same way, write-once.
+    key = store.put_file("inventory.jsonl.gz", io.BytesIO(b"spooled inventory"), "application/gzip")
+    assert s3_client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"spooled inventory"
+    with pytest.raises(EvidenceExists):
+        store.put_file("inventory.jsonl.gz", io.BytesIO(b"another"), "application/gzip")
     routing = RoutingRegistry(s3_client, bucket)
     azure = Location("azure", "https://a.blob.core.windows.net", "c", "")
     scaleway = Location("scaleway", "https://s3.fr-par.scw.cloud", bucket, "")

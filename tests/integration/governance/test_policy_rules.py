@@ -320,6 +320,7 @@ description: Policy rules in preflight.
 owner: data-platform
 source: {{conn_id: hdh_azure_blob, container: policy-src}}
 target: {{conn_id: hdh_scaleway_s3, bucket: {bucket}, region: fr-par, create_if_missing: true}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: {bucket}-evidence, region: fr-par, create_if_missing: true{evidence}}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
   window: {{timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}}
@@ -335,9 +336,11 @@ def policy_source(blob_service) -> AzureBlobContainer:
     return AzureBlobContainer(blob_service, "policy-src")
 
 
-def _preflight(s3, source: AzureBlobContainer, bucket: str, **kwargs):
-    workload = parse_manifest(Path("include/workloads/policy_preflight.yaml"), MANIFEST.format(bucket=bucket))
-    return preflight_object_store(workload, "policy_preflight.yaml", source, S3Bucket(s3, bucket), **kwargs)
+def _preflight(s3, source: AzureBlobContainer, bucket: str, evidence: str = "", **kwargs):
+    text = MANIFEST.format(bucket=bucket, evidence=evidence)
+    workload = parse_manifest(Path("include/workloads/policy_preflight.yaml"), text)
+    evidence = S3Bucket(s3, workload.evidence.bucket)
+    return preflight_object_store(workload, "policy_preflight.yaml", source, S3Bucket(s3, bucket), evidence, **kwargs)
 
 
 def test_preflight_without_deployment_reports_the_rules_as_not_evaluated(s3_client, policy_source) -> None:
@@ -347,14 +350,43 @@ def test_preflight_without_deployment_reports_the_rules_as_not_evaluated(s3_clie
     assert "were NOT evaluated" in note.detail
 
 
+def test_object_preflight_creates_its_evidence_bucket_locked_and_refuses_one_without_lock(
+    s3_client, policy_source
+) -> None:
+    created = _preflight(s3_client, policy_source, "policy-lock-new")
+    assert created.ok, created.summary()
+    lock = s3_client.get_object_lock_configuration(Bucket="policy-lock-new-evidence")["ObjectLockConfiguration"]
+    retention = lock["Rule"]["DefaultRetention"]
+    assert lock["ObjectLockEnabled"] == "Enabled" and (retention["Mode"], retention["Days"]) == ("COMPLIANCE", 2190)
+    assert {c.name for c in created.checks} >= {"evidence_bucket", "evidence_object_lock"}
+
+    unlocked = _bucket(s3_client, "policy-lock-old-evidence")  # an existing bucket, created without Object Lock
+    refused = _preflight(s3_client, policy_source, "policy-lock-old")
+    failed = {c.name: c.detail for c in refused.checks if not c.ok}
+    assert set(failed) == {"evidence_object_lock"}, failed
+    assert f"evidence bucket '{unlocked}' has no Object Lock" in failed["evidence_object_lock"]
+    assert "policy_preflight.yaml" in failed["evidence_object_lock"] and not refused.retryable
+    assert not s3_client.list_objects_v2(Bucket=unlocked).get("Contents"), "nothing is written before the refusal"
+
+    reason = "a test bucket; the chain stays tamper-evident"
+    justified = _preflight(
+        s3_client, policy_source, "policy-lock-old", evidence=f", object_lock: false, justification: {reason}"
+    )
+    assert justified.ok, justified.summary()
+    (check,) = [c for c in justified.checks if c.name == "evidence_object_lock"]
+    assert check.evidence["justification"] == reason and check.evidence["object_lock"] is False
+
+
 def test_preflight_in_production_refuses_plain_http_before_creating_the_bucket(s3_client, policy_source) -> None:
     report = _preflight(s3_client, policy_source, "policy-never-created", deployment="production")
     failed = {c.name: c.detail for c in report.checks if not c.ok}
     # No SSE-C key either: the HDS rule refuses too, and says why (a data bucket needs object encryption).
-    assert set(failed) == {"policy_tls", "target_location_exists", "policy_encryption_at_rest"}
+    # The evidence bucket's connection is refused the same way, before it is created.
+    assert set(failed) == {"policy_tls", "target_location_exists", "policy_encryption_at_rest", "evidence_policy_tls"}
     assert not report.retryable
     assert "will not be created while the region, TLS or encryption check fails" in failed["target_location_exists"]
-    assert "policy-never-created" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+    buckets = {b["Name"] for b in s3_client.list_buckets()["Buckets"]}
+    assert "policy-never-created" not in buckets and "policy-never-created-evidence" not in buckets
 
 
 def test_preflight_in_local_development_evaluates_the_bucket_rules(s3_client, policy_source) -> None:

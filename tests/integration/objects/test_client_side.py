@@ -82,9 +82,10 @@ def env(standins: devstack.Ports, blob_service: BlobServiceClient) -> Iterator[d
     manifest["source"].update(container=name, prefix="")
     manifest["target"].update(bucket=name, prefix="", encryption={"method": "client_side", "key_conn_id": KEK.conn_id})
     manifest["transfer"] = {"shards": 1, "concurrency": 2, "part_size_mib": 5}
+    manifest["evidence"]["bucket"] = f"{name}-ev"  # the evidence's own bucket, never the data bucket
     workload = parse_manifest(MANIFEST, yaml.safe_dump(manifest))
     source = AzureBlobContainer(blob_service, name)
-    evidence = EvidenceStore(client, f"{name}-ev", workload.id)
+    evidence = EvidenceStore(client, workload.evidence.bucket, workload.id)
     try:
         yield {"name": name, "client": client, "target": target, "source": source, "evidence": evidence,
                "workload": workload, "data": data, "container": container}  # fmt: skip

@@ -221,6 +221,7 @@ description: Preflight of the freeze.
 owner: data-platform
 source: {{conn_id: hdh_azure_blob, container: {container}, prefix: data/}}
 target: {{conn_id: hdh_scaleway_s3, bucket: freeze-preflight, region: fr-par, create_if_missing: true}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: freeze-preflight-evidence, region: fr-par, create_if_missing: true}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
   window: {{timezone: Europe/Paris, days: [sunday], start: "02:00", end: "05:00"}}
@@ -232,7 +233,10 @@ def _freeze_check(blob_service, s3_client, container: ContainerClient, freeze_ya
     text = MANIFEST.format(container=container.container_name, freeze=freeze_yaml)
     workload = parse_manifest(Path("freeze_preflight.yaml"), text)
     source = AzureBlobContainer(blob_service, container.container_name)
-    report = preflight_object_store(workload, "freeze_preflight.yaml", source, S3Bucket(s3_client, "freeze-preflight"))
+    report = preflight_object_store(
+        workload, "freeze_preflight.yaml", source, S3Bucket(s3_client, "freeze-preflight"),
+        S3Bucket(s3_client, workload.evidence.bucket),
+    )  # fmt: skip
     [check] = [c for c in report.checks if c.name == "source_freeze"]
     return check
 
@@ -279,6 +283,7 @@ description: Cutover frozen by the stored access policy.
 owner: data-platform
 source: {{conn_id: hdh_azure_blob, container: {container}, prefix: data/}}
 target: {{conn_id: hdh_scaleway_s3, bucket: {bucket}, region: fr-par}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: {bucket}-evidence, region: fr-par}}
 transfer: {{shards: 1}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
@@ -293,11 +298,13 @@ def _run_cutover(blob_service, s3_client, container: ContainerClient, before_swi
     from bascule.objects.phases import cutover, take_snapshot, transfer_shard
 
     bucket = f"cut-{container.container_name}"
-    s3_client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    for made in (bucket, f"{bucket}-evidence"):
+        s3_client.create_bucket(Bucket=made, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
     text = CUTOVER_MANIFEST.format(container=container.container_name, bucket=bucket, rounds=rounds)
     workload = parse_manifest(Path("policy_cutover.yaml"), text)
     source, target = AzureBlobContainer(blob_service, container.container_name), S3Bucket(s3_client, bucket)
-    evidence, routing = EvidenceStore(s3_client, bucket, workload.id), RoutingRegistry(s3_client, bucket)
+    evidence = EvidenceStore(s3_client, workload.evidence.bucket, workload.id)
+    routing = RoutingRegistry(s3_client, workload.evidence.bucket)
     snapshot = take_snapshot(workload, source, evidence, "snap1")
     transfer_shard(workload, source, target, evidence, snapshot, 0, 1)
     _writer(container).upload_blob("data/late.csv", b"after the snapshot", overwrite=True)  # the delta
@@ -397,7 +404,7 @@ def test_a_writer_that_keeps_changing_fails_after_the_rounds_unfreezes_and_leave
     assert "the source kept changing after 2 delta round(s) (cutover.freeze.delta_rounds)" in message
     assert "['data/0002.csv (modified)']" in message
     assert "routing is unchanged" in message and message.endswith("(docs/runbooks.md#object-delta-not-settled)")
-    routing = RoutingRegistry(s3_client, f"cut-{container.container_name}")
+    routing = RoutingRegistry(s3_client, f"cut-{container.container_name}-evidence")
     current = routing.read("policy_cutover")[0]
     assert current is None or current.live == "azure", "routing never switched"
     assert _acl(container) == acl_before, "the policy is restored exactly as recorded"

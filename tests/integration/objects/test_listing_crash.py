@@ -43,6 +43,7 @@ description: A listing interrupted by SIGKILL.
 owner: data-platform
 source: {conn_id: hdh_azure_blob, container: listing-crash-src}
 target: {conn_id: hdh_scaleway_s3, bucket: listing-crash-dst, region: fr-par}
+evidence: {conn_id: hdh_scaleway_s3, bucket: listing-crash-evidence, region: fr-par}
 transfer: {shards: 1, concurrency: 4}
 approvals: {approvers: [approver1], required: 1}
 cutover:
@@ -79,7 +80,7 @@ CHILD = textwrap.dedent(
                       aws_secret_access_key="y")
     workload = parse_manifest(Path("listing_crash.yaml"), args["manifest"])
     source = azure_blob.AzureBlobContainer(service, args["container"])
-    target, evidence = S3Bucket(s3, args["bucket"]), EvidenceStore(s3, args["bucket"], workload.id)
+    target, evidence = S3Bucket(s3, args["bucket"]), EvidenceStore(s3, workload.evidence.bucket, workload.id)
     if args["phase"] == "snapshot":
         phases.take_snapshot(workload, source, evidence, "killed-try1")
     else:
@@ -122,7 +123,7 @@ def _run_and_kill(standins: devstack.Ports, **args) -> str:
 def _data_keys(s3_client, bucket: str) -> set[str]:
     keys: set[str] = set()
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys.update(o["Key"] for o in page.get("Contents", ()) if not o["Key"].startswith("_bascule/"))
+        keys.update(o["Key"] for o in page.get("Contents", ()))  # data only: the evidence has its own bucket
     return keys
 
 
@@ -134,10 +135,11 @@ def test_a_listing_killed_mid_way_is_started_over_and_copies_nothing_twice(
     container = service.create_container("listing-crash-src")
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: container.upload_blob(f"a/{i:05d}.csv", b"x,y\n"), range(BEFORE)))
-    s3_client.create_bucket(Bucket="listing-crash-dst", CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    for bucket in ("listing-crash-dst", "listing-crash-evidence"):
+        s3_client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
     workload = parse_manifest(Path("listing_crash.yaml"), MANIFEST)
     source, target = AzureBlobContainer(service, "listing-crash-src"), S3Bucket(s3_client, "listing-crash-dst")
-    evidence = EvidenceStore(s3_client, "listing-crash-dst", workload.id)
+    evidence = EvidenceStore(s3_client, "listing-crash-evidence", workload.id)
     with ThreadPoolExecutor(16) as pool:  # after the snapshot below: the delta
         list(pool.map(lambda i: container.upload_blob(f"b/{i:05d}.csv", f"{i}\n".encode()), range(AFTER)))
 
@@ -165,7 +167,8 @@ def test_a_listing_killed_mid_way_is_started_over_and_copies_nothing_twice(
     puts: list[str] = []
 
     def count_put(params, **_) -> None:
-        puts.append(params["Key"])
+        if params["Bucket"] == "listing-crash-dst":  # data writes; the evidence goes to its own bucket
+            puts.append(params["Key"])
 
     s3_client.meta.events.register("before-parameter-build.s3.PutObject", count_put)
     try:
@@ -174,7 +177,7 @@ def test_a_listing_killed_mid_way_is_started_over_and_copies_nothing_twice(
         )
     finally:  # the session's client is shared with other tests
         s3_client.meta.events.unregister("before-parameter-build.s3.PutObject", count_put)
-    data_puts = [k for k in puts if not k.startswith("_bascule/")]
+    data_puts = puts
     assert len(data_puts) == len(set(data_puts)) == AFTER - len(copied_before_kill), "nothing copied twice"
     assert not set(data_puts) & copied_before_kill, "what the killed attempt copied is skipped, not copied again"
     assert synced["objects"] == BEFORE + AFTER, "the rerun listed from the start, every page"

@@ -38,6 +38,7 @@ description: An application writing through a SAS while the workload cuts over.
 owner: data-platform
 source: {{conn_id: hdh_azure_blob, container: {container}}}
 target: {{conn_id: hdh_scaleway_s3, bucket: {bucket}, prefix: migrated/, region: fr-par}}
+evidence: {{conn_id: hdh_scaleway_s3, bucket: {bucket}-evidence, region: fr-par}}
 transfer: {{shards: 1}}
 approvals: {{approvers: [approver1], required: 1}}
 cutover:
@@ -56,10 +57,12 @@ def test_the_sas_writer_is_cut_off_by_the_freeze_and_every_acknowledged_write_is
         container.upload_blob(f"extracts/{i}.csv", b"a,b\n1,2\n")
     create_writer_policy(container, "app-writers")  # as the platform's ops do, once
     assert read_policies(container)[1]["app-writers"].permission == WRITER_PERMISSION
-    s3_client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
+    for made in (bucket, f"{bucket}-evidence"):
+        s3_client.create_bucket(Bucket=made, CreateBucketConfiguration={"LocationConstraint": "fr-par"})
     workload = parse_manifest(Path("sas_writer.yaml"), MANIFEST.format(container=name, bucket=bucket))
     source, target = AzureBlobContainer(blob_service, name), S3Bucket(s3_client, bucket)
-    evidence, routing = EvidenceStore(s3_client, bucket, workload.id), RoutingRegistry(s3_client, bucket)
+    evidence = EvidenceStore(s3_client, workload.evidence.bucket, workload.id)
+    routing = RoutingRegistry(s3_client, workload.evidence.bucket)
 
     sas = writer_sas(devstack.AZURITE_ACCOUNT, devstack.AZURITE_KEY, name, "app-writers")
     assert "si=app-writers" in sas and "sp=" not in sas, "the policy, not the token, holds the permissions"

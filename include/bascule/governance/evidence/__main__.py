@@ -1,4 +1,4 @@
-"""``python -m bascule.governance.evidence s3://bucket/_bascule/<workload>/runs/<run_key>/``: verify a run's chain."""
+"""``python -m bascule.governance.evidence s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/``: verify a run's chain."""
 
 import sys
 

@@ -150,7 +150,7 @@ def _check_segment(name: str, value: str) -> None:
 
 
 class EvidenceChain:
-    """One run's chain: ``s3://bucket/_bascule/<workload>/runs/<run_key>/chain/``.
+    """One run's chain: ``s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/chain/``.
 
     Safe to use from several processes at once: each instance reads the head from the
     bucket on every append, and a write only succeeds if its sequence number is free.

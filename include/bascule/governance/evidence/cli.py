@@ -23,13 +23,20 @@ _RUN_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/_bascule/(?P<workload>[^/]+)/run
 _WORKLOAD_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/_bascule/(?P<workload>[^/]+)(?:/(?:runs/?)?)?$")
 
 
+# Older runs of object workloads kept their evidence in the data bucket; every run now writes it to
+# the workload's evidence bucket.
+_WHERE = "; the evidence is in the workload's evidence bucket (evidence.bucket in its manifest), not its data bucket"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verify_evidence.py",
         description="Verify a Bascule run's hash-chained evidence (exit 0 OK, 1 broken, 2 usage or access error).",
     )
     parser.add_argument(
-        "uri", help="s3://bucket/_bascule/<workload>/runs/<run_key>/ (with --list: s3://bucket/_bascule/<workload>/)"
+        "uri",
+        help="s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/ (with --list: "
+        "s3://<evidence bucket>/_bascule/<workload>/); the bucket is evidence.bucket in the workload's manifest",
     )
     parser.add_argument("--list", action="store_true", help="list the runs of a workload that have a chain")
     parser.add_argument("--endpoint-url", help="S3 endpoint (default: boto3's, e.g. AWS_ENDPOINT_URL)")
@@ -42,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``verify_evidence.py s3://bucket/_bascule/<workload>/runs/<run_key>/`` — exit 0 OK, 1 broken, 2 usage/access."""
+    """``verify_evidence.py s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/`` — exit 0 OK, 1 broken, 2 usage/access."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["verify"]:
         args_in = args_in[1:]
@@ -57,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     match = pattern.match(args.uri)
     if not match:
         expected = (
-            "s3://bucket/_bascule/<workload>/" if args.list else "s3://bucket/_bascule/<workload>/runs/<run_key>/"
+            "s3://<evidence bucket>/_bascule/<workload>/"
+            if args.list
+            else "s3://<evidence bucket>/_bascule/<workload>/runs/<run_key>/"
         )
         print(f"error: '{args.uri}' is not of the form {expected}", file=sys.stderr)
         return 2
@@ -81,14 +90,14 @@ def _list(client: Any, bucket: str, workload_id: str) -> int:
     for run_key, count in runs:
         print(f"{run_key}\t{count} record(s)\ts3://{bucket}/{chain_prefix(workload_id, run_key)}")
     if not runs:
-        print(f"no evidence chain under s3://{bucket}/_bascule/{workload_id}/runs/", file=sys.stderr)
+        print(f"no evidence chain under s3://{bucket}/_bascule/{workload_id}/runs/{_WHERE}", file=sys.stderr)
     return 0
 
 
 def _report(result: VerifyResult, args: argparse.Namespace) -> int:
     """Print the verdict, write the reports asked for, and the exit status."""
     if result.records == 0 and result.first_broken is None:
-        print(f"error: {result.reason} (--list shows a workload's runs)", file=sys.stderr)
+        print(f"error: {result.reason} (--list shows a workload's runs){_WHERE}", file=sys.stderr)
         return 2
     print(result.summary())
     for note in result.notes:

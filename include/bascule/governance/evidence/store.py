@@ -1,4 +1,4 @@
-"""The run's evidence: write-once files under one prefix of the target store.
+"""The run's evidence: write-once files under one prefix of the workload's evidence bucket.
 
 Inventories, transfer reports and validation results are files here; XCom only
 carries their keys and counts. Every file is written with ``If-None-Match: *`` so a
@@ -20,6 +20,18 @@ from botocore.exceptions import ClientError
 from bascule.exceptions import StoreAccessError
 
 EVIDENCE_ROOT = "_bascule/"
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's (and Scaleway's) largest single PUT
+
+
+def _md5_and_size(fileobj: IO[bytes]) -> tuple[str, int]:
+    """Base64 MD5 and size of the rest of ``fileobj``, read in chunks; the position is put back."""
+    start = fileobj.tell()
+    digest, size = hashlib.md5(usedforsecurity=False), 0
+    for chunk in iter(lambda: fileobj.read(1024 * 1024), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    fileobj.seek(start)
+    return base64.b64encode(digest.digest()).decode(), size
 
 
 class EvidenceExists(StoreAccessError):
@@ -30,7 +42,7 @@ class EvidenceExists(StoreAccessError):
 
 
 class EvidenceStore:
-    """``s3://bucket/_bascule/<workload>/`` holding one workload's runs' evidence."""
+    """``s3://<evidence bucket>/_bascule/<workload>/`` holding one workload's runs' evidence (never a data bucket)."""
 
     def __init__(self, client: Any, bucket: str, workload_id: str):
         self._client = client
@@ -61,14 +73,30 @@ class EvidenceStore:
         return self.put_bytes(name, body, "application/json")
 
     def put_file(self, name: str, fileobj: IO[bytes], content_type: str) -> str:
-        """Upload a (possibly large, spooled) file; write-once like every evidence file."""
+        """Upload a (possibly large, spooled, seekable) file; write-once like every evidence file.
+
+        One conditional PUT with its Content-MD5 (hashed in 1 MiB chunks first: memory stays
+        flat), which an Object Lock bucket requires of every write. Only a file beyond a single
+        PUT's 5 GB goes multipart, with a CRC32 checksum on each part instead; conditional PUT
+        does not cover that path, so an existence check guards the usual rerun case there.
+        """
         key = self.prefix + name
+        md5, size = _md5_and_size(fileobj)
+        if size <= SINGLE_PUT_LIMIT:
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=fileobj, ContentLength=size, ContentType=content_type,
+                    IfNoneMatch="*", ContentMD5=md5,
+                )  # fmt: skip
+            except ClientError as exc:
+                raise self._error(exc, key) from None
+            return key
         if self.exists(name):
             raise EvidenceExists(f"evidence {self.uri(name)} already exists; it is never overwritten")
         try:
-            # upload_fileobj goes multipart above its threshold, which conditional PUT
-            # does not cover; the existence check above guards the usual rerun case.
-            self._client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type})
+            self._client.upload_fileobj(
+                fileobj, self.bucket, key, ExtraArgs={"ContentType": content_type, "ChecksumAlgorithm": "CRC32"}
+            )
         except ClientError as exc:
             raise self._error(exc, key) from None
         return key
