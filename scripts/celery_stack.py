@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,10 @@ USERS = {
 }
 WORKERS = ("worker1", "worker2")
 CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Started while the roles and users are created: they never touch FAB's tables. The API
+# server and the DAG processor do (role sync at start, DAG permissions when parsing), so they
+# start after it rather than race it for the same rows.
+STARTED_BEFORE_ROLES = ("scheduler", "triggerer")
 SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET")
 
 # The settings that make this deployment what it is; docker-compose.yaml must say the same
@@ -293,14 +298,23 @@ class CeleryStack:
                 cluster.start()
             self.create_database()
             self.airflow("db", "migrate")
-            # This stack only ever talks to the local stand-ins (plain HTTP): it declares local
-            # development the one way the policy accepts, a Variable in the database.
-            self.airflow("variables", "set", "bascule_deployment", "local-development")
-            self.create_roles_and_users()
-            for name in CORE:
+            # What can start at once does (the start is paid by every test session).
+            for name in STARTED_BEFORE_ROLES:
                 self._spawn(name)
             for worker in WORKERS:
                 self.start_worker(worker)
+            with ThreadPoolExecutor(2) as pool:
+                # This stack only ever talks to the local stand-ins (plain HTTP): it declares local
+                # development the one way the policy accepts, a Variable in the database.
+                steps = [
+                    pool.submit(self.airflow, "variables", "set", "bascule_deployment", "local-development"),
+                    pool.submit(self.create_roles_and_users),
+                ]
+                for step in steps:
+                    step.result()  # the first failure, as a StackError
+            for name in CORE:
+                if name not in STARTED_BEFORE_ROLES:
+                    self._spawn(name)
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -353,15 +367,17 @@ class CeleryStack:
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self, *, drop: bool = True) -> list[str]:
-        stopped = [name for name in (*WORKERS, *CORE) if devstack.stop_process(self.config.state_dir, name)]
-        stopped += devstack.down(self.config.state_dir)
-        for cluster in self.pg_pair():
-            if (cluster.data_dir / "postmaster.pid").exists():
-                stopped.append(cluster.name)
-            if drop:
-                cluster.destroy()
-            else:
-                cluster.stop()
+        """Every process tree at once (each may take its grace period), then the stand-ins and clusters."""
+        state = self.config.state_dir
+        stopped = []
+        for names in ((*WORKERS, *CORE), devstack.SERVICES):
+            with ThreadPoolExecutor(len(names)) as pool:
+                ran = list(pool.map(lambda name: devstack.stop_process(state, name), names))
+            stopped += [name for name, was_running in zip(names, ran, strict=True) if was_running]
+        clusters = self.pg_pair()
+        stopped += [cluster.name for cluster in clusters if (cluster.data_dir / "postmaster.pid").exists()]
+        with ThreadPoolExecutor(len(clusters)) as pool:
+            list(pool.map(lambda cluster: cluster.destroy() if drop else cluster.stop(), clusters))
         if drop:
             # The stand-ins' data goes with the metadata: a new stack starts from nothing.
             for leftover in ("azurite", "moto-tmp"):

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +19,7 @@ from airflow_stack import ApiError
 from bascule.synthetic.documents import DocumentsSpec, generate_migration_demo
 from bascule.synthetic.snds import SMALL, upload_to_azure
 from celery_stack import who_ran_what
-from dist_support import BUCKET, CONTAINER, OBJECT_WORKLOAD, ROOT
+from dist_support import BUCKET, CONTAINER, OBJECT_WORKLOAD, assert_evidence_chain_verifies
 
 pytestmark = pytest.mark.distributed
 
@@ -154,12 +151,4 @@ def test_a_scheduler_killed_during_the_approval_wait_keeps_the_recorded_approval
     approved_by = stack_operator.xcom(DAG, run_id, GATE)["approved_by"]
     assert sorted(approved_by) == ["approver1", "approver2"], approved_by
 
-    verified = stack_operator.xcom(DAG, run_id, "verify_evidence")
-    assert verified["ok"], verified
-    chain_prefix = verified["report"].rsplit("/", 1)[0] + "/"
-    cli = subprocess.run(
-        [sys.executable, "scripts/verify_evidence.py", chain_prefix, "--endpoint-url", stack_s3.meta.endpoint_url],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env={**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "fr-par"},
-    )  # fmt: skip
-    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert_evidence_chain_verifies(stack_operator, DAG, run_id, stack_s3.meta.endpoint_url)
