@@ -193,6 +193,10 @@ def up() -> int:
     pgclusters.stop_pair(STATE)
     for leftover in ("azurite", "moto-tmp", "airflow", "pg-source", "pg-target"):
         shutil.rmtree(STATE / leftover, ignore_errors=True)
+    # The writers append to their logs; the end-of-demo check must judge this run's
+    # acknowledged writes only, not a previous demo's against a freshly seeded database.
+    for log in ("writes.jsonl", "writes.jsonl.stderr", "blob-writes.jsonl"):
+        (STATE / log).unlink(missing_ok=True)
     STATE.mkdir(parents=True, exist_ok=True)
     print("Starting the local stand-ins (Azurite for Azure Blob, moto for Scaleway S3, two PostgreSQL clusters)...")
     devstack.up(STATE, PORTS)

@@ -40,6 +40,8 @@ def run(stack: CeleryStack) -> int:
     source, _ = stack.pg_pair()
     print(f"Seeded database '{demo.PG_WORKLOAD}' on the source cluster: {demo.seed_registry(source)}")
     operator = stack.api("operator")
+    # The writer appends; the end-of-demo check must judge this run's acknowledged writes only.
+    (c.state_dir / "writes.jsonl").unlink(missing_ok=True)
     writer = Writer(
         source.dsn(demo.PG_WORKLOAD, user=demo.APP_ROLE, password=demo.APP_PASSWORD),
         c.state_dir / "writes.jsonl",
@@ -48,10 +50,10 @@ def run(stack: CeleryStack) -> int:
     writer.start()
     runs = {dag_id: demo.trigger(operator, dag_id) for dag_id in (demo.DEMO_DAG, demo.PG_DAG)}
     try:
-        states = {demo.PG_DAG: demo.approve_and_finish(stack, operator, demo.PG_DAG, runs[demo.PG_DAG])}
+        states = {demo.PG_DAG: demo.approve_and_finish(stack, operator, demo.PG_WORKLOAD, runs[demo.PG_DAG])}
     finally:
         writer.stop()
-    states[demo.DEMO_DAG] = demo.approve_and_finish(stack, operator, demo.DEMO_DAG, runs[demo.DEMO_DAG])
+    states[demo.DEMO_DAG] = demo.approve_and_finish(stack, operator, demo.DEMO_WORKLOAD, runs[demo.DEMO_DAG])
 
     spread_ok = True
     for dag_id, run_id in runs.items():
