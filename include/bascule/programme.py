@@ -11,7 +11,8 @@ from typing import Any
 
 import pendulum
 
-from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload, next_window_opening
+from bascule.window_schedule import next_window_opening
+from bascule.workload import LoadedManifest, ObjectStoreWorkload, PostgresWorkload
 
 
 def dag_id_for(workload_id: str) -> str:

@@ -17,7 +17,7 @@ class WaitForWindowOperator(PhaseOperator):
         import pendulum
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-        from bascule.workload import next_window_opening
+        from bascule.window_schedule import next_window_opening
         from bascule_airflow.clients import workload_model
 
         workload = workload_model(self.workload)

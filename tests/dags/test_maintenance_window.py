@@ -8,7 +8,8 @@ import pendulum
 import pytest
 import yaml
 
-from bascule.workload import WEEKDAYS, MaintenanceWindow, next_window_opening, parse_manifest
+from bascule.window_schedule import next_window_opening
+from bascule.workload import WEEKDAYS, MaintenanceWindow, parse_manifest
 from bascule_airflow.maintenance_window import WaitForWindowOperator
 
 pytestmark = pytest.mark.unit

@@ -14,12 +14,12 @@ import pendulum
 import pytest
 
 from bascule.exceptions import ManifestError
+from bascule.window_schedule import next_window_opening
 from bascule.workload import (
     MaintenanceWindow,
     ObjectStoreWorkload,
     PostgresWorkload,
     load_manifests,
-    next_window_opening,
     parse_manifest,
 )
 
